@@ -1,0 +1,170 @@
+"""Image sources -> ordered list of paths -> decoded, preprocessed tensors.
+
+The order is the sorted path list, then a permutation seeded by --seed, so a
+prefix (--limit, --rel-tol) is a fair random sample and every split of the work
+(batches, workers, shards, ranks, resume) sees the same images with the same
+identity (their index in the sorted list, which also seeds their noise).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from .errors import InputError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+SAMPLES_DIR = Path(__file__).parent / "samples"
+RECIPE = "classic-v1"  # PIL RGB, Resize(size, bilinear, antialias), CenterCrop(size), ToTensor, Normalize(0.5, 0.5)
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """--cache-dir, else $XDG_CACHE_HOME/latent-scale, else ~/.cache/latent-scale."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "latent-scale"
+
+
+def scan_folder(root: Path) -> list[str]:
+    """Every image below root (class folders optional), extensions case-insensitive, sorted."""
+    return sorted(
+        str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+
+
+def _read_list(path: Path) -> list[str]:
+    """A .txt list: one path per line, relative paths are relative to the list file."""
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line).expanduser()
+            out.append(str(p if p.is_absolute() else path.parent / p))
+    return out
+
+
+def _imagenette(cache_dir: str | None) -> list[str]:
+    """Imagenette train+val at full size, as the classic experiment used; downloaded once."""
+    from torchvision.datasets import Imagenette
+
+    root = cache_root(cache_dir) / "imagenette"
+    try:
+        for split in ("train", "val"):
+            Imagenette(str(root), split=split, size="full", download=True)
+    except Exception as e:  # noqa: BLE001 - urllib, tarfile and md5 failures all mean the same to the user
+        raise InputError(
+            f"could not download Imagenette into {root} ({str(e).splitlines()[0][:160]}); "
+            "without network access pass --data FOLDER, a .txt list, or --data samples"
+        ) from e
+    return scan_folder(root / "imagenette2")
+
+
+def list_images(data: str, cache_dir: str | None = None) -> list[str]:
+    """Resolve --data to the sorted list of image paths."""
+    if data == "imagenette":
+        paths = _imagenette(cache_dir)
+    elif data == "samples":
+        paths = scan_folder(SAMPLES_DIR)
+    else:
+        p = Path(data).expanduser()
+        if p.is_dir():
+            paths = scan_folder(p)
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            paths = _read_list(p)
+        elif p.is_file():
+            raise InputError(f"--data {data} is a file but not a .txt list of image paths")
+        else:
+            raise InputError(f"--data {data} does not exist; pass a folder, a .txt list, imagenette or samples")
+    if not paths:
+        raise InputError(f"--data {data} holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return paths
+
+
+def order(num_images: int, seed: int, limit: int | None = None) -> list[int]:
+    """The seeded permutation of image indices; its prefix is a fair sample."""
+    perm = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed)).tolist()
+    return perm if limit is None else perm[:limit]
+
+
+def preprocess(size: int) -> transforms.Compose:
+    """The classic recipe (named RECIPE in every result)."""
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    ])
+
+
+def open_rgb(path: str) -> Image.Image:
+    """Decode fully (truncated files fail here, not later) and convert to 8-bit RGB.
+
+    16-bit images are scaled to 8 bits rather than clipped; decompression bombs are errors.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", message="Palette images with Transparency")
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(img, dtype=np.float64)
+                top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+                if img.mode == "F":
+                    top = 1.0
+                img = Image.fromarray(np.clip(np.round(arr / top * 255), 0, 255).astype(np.uint8))
+            if img.mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")
+            return img.convert("RGB")
+
+
+class ImageDataset(Dataset):
+    """Yields (index, tensor, None) or (index, None, reason) so bad files never stop a worker."""
+
+    def __init__(self, paths: Sequence[str], positions: Sequence[int], size: int) -> None:
+        self.paths = paths
+        self.positions = positions
+        self.transform = preprocess(size)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int) -> tuple[int, torch.Tensor | None, str | None]:
+        index = self.positions[k]
+        try:
+            return index, self.transform(open_rgb(self.paths[index])), None
+        except Exception as e:  # noqa: BLE001 - any decode failure is reported per file
+            return index, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
+
+
+def collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[str, Any]:
+    good = [(i, x) for i, x, _ in items if x is not None]
+    return {
+        "index": torch.tensor([i for i, _ in good], dtype=torch.long),
+        "images": torch.stack([x for _, x in good]) if good else None,
+        "errors": [(i, err) for i, x, err in items if x is None],
+    }
+
+
+def loader(paths: Sequence[str], positions: Sequence[int], size: int, batch_size: int,
+           workers: int, pin_memory: bool) -> DataLoader:
+    """Batches in the given order; workers decode while the encoder runs."""
+    return DataLoader(
+        ImageDataset(paths, positions, size),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )

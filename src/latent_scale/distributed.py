@@ -1,0 +1,55 @@
+"""torchrun support: one process per device, exact merge of the float64 states in rank order."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .stats import PosteriorStats
+
+
+def init() -> tuple[int, int]:
+    """(rank, world size); joins the process group torchrun describes in the environment."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def device_for(device: str, rank: int, world: int) -> str:
+    """With several processes on CUDA, each takes the GPU of its local rank."""
+    if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def gather(stats: PosteriorStats | None, skipped: list[dict[str, str]], rank: int,
+           world: int) -> tuple[PosteriorStats | None, list[dict[str, str]]]:
+    """Every rank gets the same merged state (merged in rank order, so all agree bit for bit)."""
+    if world == 1:
+        return stats, skipped
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, (stats.to_dict() if stats else None, skipped))
+    merged: PosteriorStats | None = None
+    all_skipped: list[dict[str, str]] = []
+    for state, skip in parts:
+        all_skipped.extend(skip)
+        if state is None:
+            continue
+        if merged is None:
+            merged = PosteriorStats.from_dict(state)
+        else:
+            merged.merge(PosteriorStats.from_dict(state))
+    return merged, all_skipped
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
