@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 
 from . import distributed
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, InputError, Interrupted
+from .errors import EXIT_INTERRUPTED, InputError, Interrupted
 from .estimate import estimate as run_estimate
 from .report import format_table, merge_results, read_json, write_json
 
@@ -21,11 +23,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _explicit(ctx: typer.Context) -> dict:
     """Only the options the user typed, so a --config preset fills in the rest."""
-    return {k: v for k, v in ctx.params.items()
-            if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn InputError / Interrupted / Ctrl-C into one line on stderr and the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InputError as e:
+            print(f"latent-scale: error: {e}", file=sys.stderr)
+            raise typer.Exit(e.exit_code) from None
+        except Interrupted as e:
+            print(f"latent-scale: {e}", file=sys.stderr)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            print("latent-scale: interrupted", file=sys.stderr)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
 
 
 @app.command()
+@user_errors
 def estimate(
     ctx: typer.Context,
     model: str = typer.Option(
@@ -68,6 +90,7 @@ def estimate(
 
 
 @app.command()
+@user_errors
 def merge(
     results: list[Path] = typer.Argument(..., help="Result JSON files of the shards."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the merged result."),
@@ -86,29 +109,12 @@ def _warning(message, category, filename, lineno, file=None, line=None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (130 when interrupted)."""
     warnings.showwarning = _warning
+    warnings.filterwarnings("ignore")  # library deprecation noise is not the user's business
+    warnings.filterwarnings("always", module=r"latent_scale(\.|$)")
     from diffusers.utils import logging as dlogging
 
     dlogging.set_verbosity_error()
-    code = 0
     try:
-        typer.main.get_command(app).main(args=argv, prog_name="latent-scale", standalone_mode=False)
-    except (InputError, Interrupted) as e:
-        print(f"latent-scale: error: {e}" if isinstance(e, InputError) else f"latent-scale: {e}", file=sys.stderr)
-        code = e.exit_code
-    except click.exceptions.ClickException as e:
-        e.show()
-        code = e.exit_code
-    except click.exceptions.Abort:
-        code = EXIT_INTERRUPTED
-    except click.exceptions.Exit as e:
-        code = e.exit_code
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
-    except Exception:  # noqa: BLE001 - a bug: show it, exit 1
-        import traceback
-
-        traceback.print_exc()
-        code = EXIT_INTERNAL
+        app(args=argv, prog_name="latent-scale")
     finally:
         distributed.shutdown()
-    sys.exit(code)

@@ -1,0 +1,125 @@
+"""End to end: the streaming estimate equals the naive keep-every-latent float64 script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+from torchvision import transforms
+
+import latent_scale
+
+SIZE = 48
+
+
+def naive_latents(vae_dir: Path, paths: list[Path], seed: int = 0) -> dict[str, torch.Tensor]:
+    """The throw-away script: classic preprocessing, encode one by one, keep everything.
+
+    Noise follows the documented rule: image i (its index in the sorted path list) draws
+    ε from torch.Generator().manual_seed(seed * 1_000_003 + i).
+    """
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    tf = transforms.Compose([
+        transforms.Resize(SIZE, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+        transforms.CenterCrop(SIZE), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
+    all_paths = sorted(str(p) for p in paths)
+    mus, sigmas, samples = [], [], []
+    with torch.no_grad():
+        for p in paths:
+            x = tf(Image.open(p).convert("RGB"))[None]
+            dist = vae.encode(x).latent_dist
+            eps = torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(
+                seed * 1_000_003 + all_paths.index(str(p))))
+            mus.append(dist.mean.double())
+            sigmas.append(dist.std.double())
+            samples.append(dist.mean.double() + dist.std.double() * eps.double())
+    return {"mode": torch.cat(mus), "sigma": torch.cat(sigmas), "sample": torch.cat(samples)}
+
+
+@pytest.fixture(scope="module")
+def reference(vae_dir: Path, photo_dir: Path) -> dict[str, torch.Tensor]:
+    return naive_latents(vae_dir, sorted(photo_dir.rglob("*.png")))
+
+
+def run(vae_dir: Path, data: Path, **kw) -> latent_scale.Result:
+    kw = {"size": SIZE, "workers": 0, "progress": False, **kw}
+    return latent_scale.estimate(model=str(vae_dir), data=str(data), **kw)
+
+
+def test_matches_naive_float64_reference(vae_dir: Path, photo_dir: Path, reference: dict) -> None:
+    r = run(vae_dir, photo_dir, batch_size=5)
+    mode, sample = reference["mode"], reference["sample"]
+    assert r.num_images == len(mode) == 24
+    assert r.latent_shape == list(mode.shape[1:])
+    assert r.num_elements == mode.numel()
+    assert r.scale_factor == pytest.approx(1 / sample.std().item(), rel=1e-6)
+    assert r.mean == pytest.approx(sample.mean().item(), rel=1e-6)
+    assert r.estimates["mode"]["scale_factor"] == pytest.approx(1 / mode.std().item(), rel=1e-6)
+    assert r.estimates["mode"]["mean"] == pytest.approx(mode.mean().item(), rel=1e-6)
+    per = sample.transpose(0, 1).reshape(sample.shape[1], -1)
+    np.testing.assert_allclose(r.per_channel["std"], per.std(1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(r.per_channel["mean"], per.mean(1).numpy(), rtol=1e-6)
+    expected_var = mode.var().item() + reference["sigma"].pow(2).mean().item()
+    assert r.estimates["expected_sample"]["std"] == pytest.approx(expected_var**0.5, rel=1e-6)
+    lo, hi = r.scale_factor_ci95
+    assert lo < r.scale_factor < hi
+    assert r.recipe["preprocess"] == "classic-v1" and r.recipe["size"] == SIZE
+    assert r.model["config_scaling_factor"] == 0.5 and r.model["class"] == "AutoencoderKL"
+
+
+@pytest.mark.parametrize("kw", [{"batch_size": 1}, {"batch_size": 7, "chunk_size": "3"},
+                                {"batch_size": 7, "workers": 2}])
+def test_invariant_to_batch_chunk_and_workers(vae_dir: Path, photo_dir: Path, reference: dict, kw: dict) -> None:
+    r = run(vae_dir, photo_dir, **kw)
+    assert r.num_images == 24
+    assert r.estimates["sample"]["scale_factor"] == pytest.approx(1 / reference["sample"].std().item(), rel=1e-6)
+    assert r.estimates["mode"]["scale_factor"] == pytest.approx(1 / reference["mode"].std().item(), rel=1e-6)
+
+
+def test_limit_takes_a_seeded_random_prefix(vae_dir: Path, photo_dir: Path, reference: dict) -> None:
+    """--limit N uses the first N of torch.randperm(len, seed): different seeds, different samples."""
+    n = len(reference["mode"])
+    results = {}
+    for seed in (0, 1):
+        chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:9]
+        r = run(vae_dir, photo_dir, limit=9, seed=seed, posterior="mode")
+        assert r.num_images == 9
+        assert r.scale_factor == pytest.approx(1 / reference["mode"][chosen].std().item(), rel=1e-6)
+        results[seed] = r.scale_factor
+    assert results[0] != results[1]
+
+
+def test_posterior_choice_sets_the_headline(vae_dir: Path, photo_dir: Path, reference: dict) -> None:
+    r = run(vae_dir, photo_dir, posterior="expected_sample", limit=8)
+    assert r.scale_factor == r.estimates["expected_sample"]["scale_factor"]
+    assert r.recipe["posterior"] == "expected_sample"
+
+
+def test_txt_list_and_config_preset(vae_dir: Path, photo_dir: Path, reference: dict, tmp_path: Path) -> None:
+    paths = sorted(photo_dir.rglob("*.png"))
+    listing = tmp_path / "list.txt"
+    listing.write_text("# photos\n" + "\n".join(str(p) for p in paths[:10]) + "\n")
+    preset = tmp_path / "preset.toml"
+    preset.write_text(f'model = "{vae_dir}"\nsize = 16\nposterior = "mode"\n')
+    r = latent_scale.estimate(data=str(listing), config=str(preset), size=SIZE, workers=0, progress=False)
+    assert r.num_images == 10
+    assert r.recipe["size"] == SIZE  # the keyword overrides the preset
+    assert r.scale_factor == pytest.approx(1 / reference["mode"][:10].std().item(), rel=1e-6)
+
+
+def test_output_json_is_written_and_complete(vae_dir: Path, photo_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "res" / "r.json"
+    r = run(vae_dir, photo_dir, limit=4, output=str(out))
+    saved = json.loads(out.read_text())
+    assert saved["schema"] == 1 and saved["scale_factor"] == r.scale_factor
+    for key in ("scale_factor_ci95", "std", "mean", "rms", "shift_factor", "num_images", "num_elements",
+                "per_channel", "estimates", "skipped", "model", "recipe", "references", "versions", "state"):
+        assert key in saved
+    assert saved["references"] == {"sd1": 0.18215, "sdxl": 0.13025}
+    assert not list(out.parent.glob("*.tmp"))

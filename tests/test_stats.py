@@ -1,0 +1,130 @@
+"""The statistics against numpy's two-pass float64 results, on adversarial inputs and splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latent_scale.stats import Z95, ImageMoments, LatentStats, Moments, PosteriorStats
+
+
+def _numpy_moments(x: np.ndarray) -> dict[str, float]:
+    """Two-pass float64 reference: mean, ddof=1 std, skew, excess kurtosis."""
+    m = x.mean()
+    d = x - m
+    pop = (d**2).mean()
+    return {"mean": m, "std": x.std(ddof=1), "skew": (d**3).mean() / pop**1.5,
+            "excess_kurtosis": (d**4).mean() / pop**2 - 3}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_moments_merge_any_split_and_order_matches_numpy(seed: int) -> None:
+    """Mean 1e6, std 1e-3: raw power sums would lose every digit; Pébay merges must not."""
+    rng = np.random.default_rng(seed)
+    x = 1e6 + 1e-3 * rng.gamma(2.0, size=5000)  # skewed, so M3/M4 are non-trivial
+    cuts = np.sort(rng.choice(np.arange(1, len(x)), size=20, replace=False))
+    parts = [Moments.of(torch.from_numpy(p)[None]) for p in np.split(x, cuts)]
+    rng.shuffle(parts)
+    acc = Moments.empty((1,))
+    for p in parts:
+        acc = acc.merge(p) if rng.random() < 0.5 else p.merge(acc)
+    got = acc.total().summary()
+    ref = _numpy_moments(x)
+    assert got["mean"] == pytest.approx(ref["mean"], rel=1e-15)
+    assert got["std"] == pytest.approx(ref["std"], rel=1e-6)
+    assert got["skew"] == pytest.approx(ref["skew"], rel=1e-4)
+    assert got["excess_kurtosis"] == pytest.approx(ref["excess_kurtosis"], rel=1e-4)
+
+
+def test_latent_stats_channels_and_global_match_naive_cat() -> None:
+    """Batches of (B, C, h, w) with a huge offset in one channel; merged from two shards."""
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(b, 3, 5, 4, generator=g) * torch.tensor([1.0, 3.0, 1e-3])[:, None, None]
+               + torch.tensor([0.0, -2.0, 1e4])[:, None, None] for b in (1, 4, 2, 7, 3)]
+    a, b = LatentStats(3), LatentStats(3)
+    for k, z in enumerate(batches):
+        (a if k % 2 else b).update(z)
+    b.merge(a)
+    s = b.summary()
+    allz = torch.cat([batches[k] for k in (0, 2, 4, 1, 3)]).double()
+    assert s["std"] == pytest.approx(allz.std().item(), rel=1e-9)
+    assert s["mean"] == pytest.approx(allz.mean().item(), rel=1e-12)
+    assert s["scale_factor"] == pytest.approx(1 / allz.std().item(), rel=1e-9)
+    per = allz.transpose(0, 1).reshape(3, -1)
+    np.testing.assert_allclose(s["per_channel"]["std"], per.std(1).numpy(), rtol=1e-9)
+    np.testing.assert_allclose(s["per_channel"]["mean"], per.mean(1).numpy(), rtol=1e-12)
+    assert s["rms"] == pytest.approx(allz.pow(2).mean().sqrt().item(), rel=1e-9)
+    assert (s["min"], s["max"]) == (allz.min().item(), allz.max().item())
+    assert s["num_images"] == 17 and s["num_elements"] == 17 * 3 * 20
+
+
+def test_video_latents_pool_time_like_space() -> None:
+    z = torch.randn(6, 4, 3, 5, 5, generator=torch.Generator().manual_seed(1)).double()
+    st = LatentStats(4)
+    st.update(z)
+    ref = z.transpose(0, 1).reshape(4, -1).std(1)
+    np.testing.assert_allclose(st.summary()["per_channel"]["std"], ref.numpy(), rtol=1e-12)
+
+
+def _delta_method_reference(images: list[np.ndarray]) -> float:
+    """Independent numpy delta method, with plain (uncentred) per-image moments."""
+    a = np.array([im.mean() for im in images])
+    c = np.array([(im**2).mean() for im in images])
+    n = len(images)
+    var = c.mean() - a.mean() ** 2
+    grad = np.array([a.mean() * var**-1.5, -0.5 * var**-1.5])
+    sigma = np.cov(np.stack([a, c]), ddof=1)
+    return float(np.sqrt(grad @ sigma @ grad / n))
+
+
+def test_interval_matches_independent_delta_method_and_survives_rebasing() -> None:
+    rng = np.random.default_rng(3)
+    images = [rng.normal(rng.normal(0.5, 0.3), rng.uniform(0.5, 2.0), size=(2, 4, 4)) for _ in range(40)]
+    parts = [ImageMoments() for _ in range(3)]
+    for k, im in enumerate(images):  # each part gets its own reference (its first batch's mean)
+        parts[k % 3].update(torch.from_numpy(im)[None] + 0.0)
+    merged = ImageMoments()
+    for p in parts[::-1]:
+        merged.merge(p)
+    assert merged.n == 40
+    assert merged.factor_sd() == pytest.approx(_delta_method_reference(images), rel=1e-9)
+    st = LatentStats(2)
+    for im in images:
+        st.update(torch.from_numpy(im)[None])
+    lo, hi = st.summary()["scale_factor_ci95"]
+    assert (hi - lo) / 2 == pytest.approx(Z95 * _delta_method_reference(images), rel=1e-9)
+
+
+def test_expected_sample_is_var_mu_plus_mean_sigma2() -> None:
+    g = torch.Generator().manual_seed(4)
+    mu = torch.randn(9, 4, 3, 3, generator=g) * 2 + 1
+    sigma = torch.rand(9, 4, 3, 3, generator=g) + 0.1
+    eps = torch.randn(9, 4, 3, 3, generator=g)
+    ps = PosteriorStats(4, stochastic=True)
+    ps.update(mu[:4], sigma[:4], eps[:4])
+    rest = PosteriorStats(4, stochastic=True)
+    rest.update(mu[4:], sigma[4:], eps[4:])
+    ps.merge(rest)
+    exp = ps.estimates()["expected_sample"]
+    ref_var = mu.double().var().item() + sigma.double().pow(2).mean().item()
+    assert exp["std"] == pytest.approx(ref_var**0.5, rel=1e-12)
+    assert exp["mean"] == pytest.approx(mu.double().mean().item(), rel=1e-12)
+    sample = (mu.double() + sigma.double() * eps.double())
+    assert ps.estimates()["sample"]["std"] == pytest.approx(sample.std().item(), rel=1e-12)
+
+
+def test_state_round_trips_through_plain_data() -> None:
+    import json
+
+    g = torch.Generator().manual_seed(5)
+    ps = PosteriorStats(4, stochastic=True)
+    ps.update(torch.randn(3, 4, 2, 2, generator=g), torch.rand(3, 4, 2, 2, generator=g),
+              torch.randn(3, 4, 2, 2, generator=g))
+    back = PosteriorStats.from_dict(json.loads(json.dumps(ps.to_dict())))
+    assert back.estimates() == ps.estimates()
+
+
+def test_merge_refuses_mismatched_channels() -> None:
+    with pytest.raises(ValueError, match="channel"):
+        LatentStats(4).merge(LatentStats(16))
