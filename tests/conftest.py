@@ -18,10 +18,17 @@ PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon",
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never reach the hub and never write into the user's caches."""
+    """Tests never reach the hub and never write into the user's caches.
+
+    The environment is for subprocesses; huggingface_hub read it at import, so patch its constants too.
+    """
+    import huggingface_hub.constants as hf
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
 
 
 def tiny_kl(latent_channels: int = 4, seed: int = 0):

@@ -7,6 +7,7 @@ stays on the CPU, untouched, because measuring a latent space never decodes.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from .errors import InputError
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-# Sub-modules the encode path never touches; they are not moved to the device.
-DECODER_PARTS = {"decoder", "post_quant_conv", "decoder_unet", "quantize"}
+# Children of the registered classes that encode() never calls (decoders, the VQ codebook, and
+# AutoencoderKLFlux2's latent BatchNorm, which only its pipelines use); they stay on the CPU.
+DECODER_PARTS = {"decoder", "post_quant_conv", "decoder_unet", "quantize", "bn"}
 OFFLINE_HINT = (
     "without network access, pass a local diffusers folder or .safetensors file with --model "
     "(or set HF_HUB_OFFLINE=1 to use a warm Hugging Face cache)"
@@ -40,11 +42,14 @@ class Family:
 KL = Family("latent_dist")
 KL_VIDEO = Family("latent_dist", video=True)
 
-# The registry of supported classes; extend it with register_family(). All of these take
-# images in [-1, 1] (checked against diffusers' own code: AutoencoderTiny rescales to
-# [0, 1] inside its encoder).
+# The registry of supported classes (each one tested with a tiny model); extend it with
+# register_family(). All take images in [-1, 1], as diffusers' pipelines feed them
+# (AutoencoderTiny rescales to [0, 1] inside its encoder). Video VAEs get a one-frame clip.
+# Not here: AutoencoderKLAllegro, which only encodes clips of at least `sample_frames` frames.
 FAMILIES: dict[str, Family] = {
     "AutoencoderKL": KL,
+    "AsymmetricAutoencoderKL": KL,
+    "AutoencoderKLTemporalDecoder": KL,
     "ConsistencyDecoderVAE": KL,
     "AutoencoderKLFlux2": KL,
     "AutoencoderKLHunyuanImage": KL,
@@ -54,10 +59,9 @@ FAMILIES: dict[str, Family] = {
     "AutoencoderKLHunyuanVideo": KL_VIDEO,
     "AutoencoderKLLTXVideo": KL_VIDEO,
     "AutoencoderKLMochi": KL_VIDEO,
-    "AutoencoderKLAllegro": KL_VIDEO,
     "AutoencoderDC": Family("latent"),
     "AutoencoderTiny": Family("latents"),
-    "VQModel": Family("latents"),
+    "VQModel": Family("latents"),  # before quantisation
 }
 
 
@@ -91,12 +95,27 @@ class Encoder:
             return out.mean, out.std
         return out, None
 
+    def encode_parts(self) -> list[torch.nn.Module]:
+        """The children encode() uses: all but DECODER_PARTS, so the decoder never costs device memory."""
+        return [child for name, child in self.vae.named_children() if name not in DECODER_PARTS]
+
     def to_dtype(self, dtype: torch.dtype) -> None:
         """Recast the encoder half (used to retry a non-finite chunk in float32)."""
-        for name, child in self.vae.named_children():
-            if name not in DECODER_PARTS:
-                child.to(dtype)
+        for child in self.encode_parts():
+            child.to(dtype)
         self.dtype = dtype
+
+    def to_device(self, device: torch.device, channels_last: bool = False) -> None:
+        """Move the encoder half; channels_last is chosen per weight rank because video VAEs mix
+        2-D and 3-D convolutions, which Module.to(memory_format=...) cannot convert in one go."""
+        for child in self.encode_parts():
+            child.to(device)
+            if channels_last:
+                for p in child.parameters():
+                    if p.dim() in (4, 5):
+                        fmt = torch.channels_last if p.dim() == 4 else torch.channels_last_3d
+                        p.data = p.data.contiguous(memory_format=fmt)
+        self.device = device
 
 
 def resolve_device(device: str) -> torch.device:
@@ -122,34 +141,53 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-def _local_config_dir(root: Path, subfolder: str | None) -> tuple[Path, str | None]:
-    """Find the autoencoder inside a local folder: --subfolder, the folder itself, or a pipeline's vae/."""
+def _load_json(source: str, name: str, subfolder: str | None, revision: str | None,
+               cache_dir: str | None) -> dict[str, Any]:
+    """config.json or model_index.json from a local folder or a hub repo, fetched the way diffusers does."""
+    from diffusers import ConfigMixin
+
+    class _File(ConfigMixin):
+        config_name = name
+
+    return dict(_File.load_config(source, subfolder=subfolder, revision=revision, cache_dir=cache_dir))
+
+
+def _vae_component(index: dict[str, Any], where: str) -> str:
+    """The autoencoder a pipeline's model_index.json names: `vae`, else the first of a supported
+    class (Kandinsky 2.2 calls its VQModel `movq`)."""
+    classes = {k: v[1] for k, v in index.items() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)}
+    if "vae" in classes:
+        return "vae"
+    found = [k for k, cls in classes.items() if cls in FAMILIES]
+    if not found:
+        raise InputError(f"no autoencoder found in {where}: its model_index.json names no `vae` component "
+                         "and none of a supported class; pass --subfolder")
+    return found[0]
+
+
+def _local_subfolder(root: Path, subfolder: str | None) -> str | None:
+    """Where the autoencoder's config.json is in a local folder: --subfolder, the folder itself,
+    the component its model_index.json names, or vae/."""
     if subfolder:
         if not (root / subfolder / "config.json").is_file():
             raise InputError(f"no config.json in {root / subfolder}; check --subfolder")
-        return root, subfolder
+        return subfolder
     if (root / "config.json").is_file():
-        return root, None
+        return None
     index = root / "model_index.json"
-    name = "vae"
     if index.is_file():
-        components = json.loads(index.read_text())
-        names = [k for k, v in components.items()
-                 if isinstance(v, list) and str(v[-1]).startswith(("Autoencoder", "VQ", "Consistency"))]
-        name = names[0] if names else name
-    if (root / name / "config.json").is_file():
-        return root, name
-    raise InputError(f"no autoencoder found in {root} (no config.json, no vae/ component); "
+        try:
+            sub = _vae_component(json.loads(index.read_text()), str(root))
+        except (OSError, ValueError) as e:
+            raise InputError(f"could not read {index} ({e}); pass --subfolder") from e
+        if not (root / sub / "config.json").is_file():
+            raise InputError(f"no autoencoder found in {root}: model_index.json names `{sub}` but "
+                             f"{root / sub / 'config.json'} is missing")
+        return sub
+    if (root / "vae" / "config.json").is_file():
+        return "vae"
+    raise InputError(f"no autoencoder found in {root} (no config.json, model_index.json or vae/config.json); "
                      "pass --subfolder or another folder")
-
-
-def _load_config(source: str, subfolder: str | None, revision: str | None, cache_dir: str | None) -> dict[str, Any]:
-    from diffusers import ConfigMixin
-
-    class _Any(ConfigMixin):
-        config_name = "config.json"
-
-    return dict(_Any.load_config(source, subfolder=subfolder, revision=revision, cache_dir=cache_dir))
 
 
 def _hub_error(model: str, err: Exception) -> InputError:
@@ -158,16 +196,29 @@ def _hub_error(model: str, err: Exception) -> InputError:
 
 
 def _find_hub_config(model: str, subfolder: str | None, revision: str | None,
-                     cache_dir: str | None) -> tuple[dict, str | None]:
-    """A hub repo is either a pipeline (VAE in vae/) or a bare VAE; try in that order."""
-    candidates = [subfolder] if subfolder else ["vae", None]
-    last: Exception | None = None
-    for sub in candidates:
+                     cache_dir: str | None) -> tuple[dict[str, Any], str | None]:
+    """A hub repo is a bare VAE (config.json at the top) or a pipeline whose model_index.json names it."""
+    try:
+        if subfolder:
+            return _load_json(model, "config.json", subfolder, revision, cache_dir), subfolder
         try:
-            return _load_config(model, sub, revision, cache_dir), sub
-        except (OSError, ValueError) as e:
-            last = e
-    raise _hub_error(model, last)
+            return _load_json(model, "config.json", None, revision, cache_dir), None
+        except (OSError, ValueError) as bare:
+            try:
+                index = _load_json(model, "model_index.json", None, revision, cache_dir)
+            except (OSError, ValueError):
+                raise bare from None
+        sub = _vae_component(index, model)
+        return _load_json(model, "config.json", sub, revision, cache_dir), sub
+    except (OSError, ValueError) as e:
+        raise _hub_error(model, e) from e
+
+
+def _class_name(config: dict[str, Any], where: str) -> str:
+    name = config.get("_class_name")
+    if not name:
+        raise InputError(f"{where} has no _class_name, so it is not a diffusers autoencoder config")
+    return name
 
 
 def load_model(
@@ -186,20 +237,28 @@ def load_model(
     path = Path(model).expanduser()
     source_kind = "hub"
     if path.is_file():
+        if subfolder:
+            raise InputError("--subfolder applies to folders and hub repos; for a single file, "
+                             "put the model's config.json beside it")
         source_kind = "file"
         vae, class_name = _load_single_file(path)
     else:
         if path.is_dir():
             source_kind = "folder"
-            root, sub = _local_config_dir(path, subfolder)
-            config = _load_config(str(root), sub, None, None)
-            source = str(root)
+            sub = _local_subfolder(path, subfolder)
+            where = path / sub / "config.json" if sub else path / "config.json"
+            try:
+                config = _load_json(str(path), "config.json", sub, None, None)
+            except (OSError, ValueError) as e:
+                raise InputError(f"could not read {where} ({str(e).splitlines()[0]})") from e
+            source = str(path)
         elif model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith(SINGLE_FILE_SUFFIXES):
             raise InputError(f"model path {model!r} does not exist")
         else:
             config, sub = _find_hub_config(model, subfolder, revision, cache_dir)
+            where = f"{model}/{sub}/config.json" if sub else f"{model}/config.json"
             source = model
-        class_name = config.get("_class_name", "AutoencoderKL")
+        class_name = _class_name(config, str(where))
         cls = _class_for(class_name)
         try:
             vae = cls.from_pretrained(source, subfolder=sub, revision=revision, variant=variant,
@@ -210,13 +269,9 @@ def load_model(
             raise InputError(f"could not load the autoencoder in {path}: {str(e).splitlines()[0]}") from e
         subfolder = sub
     vae.eval().requires_grad_(False)
-    encoder = Encoder(vae, FAMILIES[class_name], dev, torch.float32)
+    encoder = Encoder(vae, FAMILIES[class_name], torch.device("cpu"), torch.float32)
     encoder.to_dtype(dt)
-    for name, child in vae.named_children():
-        if name not in DECODER_PARTS:
-            child.to(dev)
-            if dev.type == "cuda":
-                child.to(memory_format=torch.channels_last)
+    encoder.to_device(dev, channels_last=dev.type == "cuda")
     cfg = dict(vae.config)
     encoder.info = {
         "source": model,
@@ -227,18 +282,23 @@ def load_model(
         "class": class_name,
         "config_scaling_factor": cfg.get("scaling_factor"),
         "config_shift_factor": cfg.get("shift_factor"),
-        "config_latents_mean": _as_list(cfg.get("latents_mean")),
-        "config_latents_std": _as_list(cfg.get("latents_std")),
+        "config_latents_mean": _latent_norm(vae, cfg, "latents_mean"),
+        "config_latents_std": _latent_norm(vae, cfg, "latents_std"),
         "force_upcast": cfg.get("force_upcast"),
-        "latent_channels": cfg.get("latent_channels"),
+        "latent_channels": cfg.get("latent_channels") or cfg.get("z_dim"),  # Wan and Qwen-Image call it z_dim
         "stochastic": encoder.stochastic,
         "video": encoder.family.video,
     }
     return encoder
 
 
-def _as_list(v: Any) -> list[float] | None:
-    return None if v is None else [float(x) for x in v]
+def _latent_norm(vae: torch.nn.Module, cfg: dict[str, Any], key: str) -> list[float] | None:
+    """latents_mean/std from the config, or from the model's buffers (where LTX-Video keeps them)."""
+    value = cfg.get(key)
+    buffers = dict(vae.named_buffers(recurse=False))
+    if value is None and key in buffers:
+        value = buffers[key].tolist()
+    return None if value is None else [float(x) for x in value]
 
 
 def _class_for(class_name: str) -> type:
@@ -251,24 +311,42 @@ def _class_for(class_name: str) -> type:
 
 
 def _load_single_file(path: Path) -> tuple[torch.nn.Module, str]:
-    """A single .safetensors/.ckpt file of an AutoencoderKL; pickles only with weights_only=True."""
+    """A single .safetensors/.ckpt file; pickles only with weights_only=True.
+
+    Its class and config come from a diffusers config.json beside it (which is how it loads offline);
+    without one it is taken as an AutoencoderKL and diffusers fetches the config from the hub.
+    """
     if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
         raise InputError(f"{path} is not a model file; use a .safetensors or .ckpt file, or a diffusers folder")
-    from diffusers import AutoencoderKL
+    beside = path.parent / "config.json"
+    try:
+        class_name = json.loads(beside.read_text()).get("_class_name") if beside.is_file() else None
+    except (OSError, ValueError, AttributeError) as e:
+        raise InputError(f"could not read {beside}, the config beside {path.name} ({e})") from e
+    config_dir = str(path.parent) if class_name else None
+    class_name = class_name or "AutoencoderKL"
+    cls = _class_for(class_name)
+    if not hasattr(cls, "from_single_file"):
+        raise InputError(f"{class_name} cannot be loaded from a single file; pass its diffusers folder with --model")
 
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # mmap works only for zip-format files; old-style pickles are checked the same way without it
+            torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except Exception as e:  # noqa: BLE001 - any failure means the file is not plain tensors
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+            why = next((ln for ln in lines if "nsupported" in ln), lines[0])  # the global or opcode torch refused
+            why = why.removeprefix("WeightsUnpickler error: ").split(". ")[0]
             raise InputError(
-                f"refusing {path}: it is not a plain-tensor checkpoint (weights_only=True load failed: "
-                f"{str(e).splitlines()[0][:200]}); convert it to .safetensors from a source you trust"
+                f"refusing {path}: loading it would need more than plain tensors ({why[:200]}); only "
+                "weights_only=True pickles are loaded, convert it to .safetensors from a source you trust"
             ) from e
+    hint = (f"check that {beside} belongs to these weights" if config_dir else
+            "diffusers needs the model config for single files: offline, put its diffusers config.json "
+            "beside the file or pass a diffusers folder")
     try:
-        vae = AutoencoderKL.from_single_file(str(path), torch_dtype=torch.float32)
+        vae = cls.from_single_file(str(path), config=config_dir, torch_dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise InputError(
-            f"could not load {path} as an AutoencoderKL single file ({str(e).splitlines()[0][:200]}); "
-            f"diffusers needs the model config for single files, so offline pass a diffusers folder instead"
+            f"could not load {path} as an {class_name} single file ({str(e).splitlines()[0][:200]}); {hint}"
         ) from e
-    return vae, "AutoencoderKL"
+    return vae, class_name

@@ -1,0 +1,388 @@
+"""Every supported autoencoder class: the estimate equals the naive float64 script, the encoder
+sees the input range its class expects, and only the encoder half is placed on the device.
+
+Each class is a tiny model built from a small config and saved with save_pretrained; the
+reference encodes the same images with the diffusers model directly, all at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import pytest
+import torch
+
+import latent_scale
+from conftest import write_photos
+from latent_scale.cli import main
+from latent_scale.data import open_rgb, preprocess
+from latent_scale.errors import InputError
+from latent_scale.models import DECODER_PARTS, FAMILIES, Encoder, load_model
+
+SIZE = 32
+TOL = 1e-6
+estimate_module = importlib.import_module("latent_scale.estimate")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A tiny model of one class; `output` is the encode() field diffusers returns for it."""
+
+    cls: str
+    kwargs: dict[str, Any]
+    output: str = "latent_dist"
+    video: bool = False
+    name: str = ""
+    inner: Callable[[torch.nn.Module], torch.nn.Module] | None = field(default=None, compare=False)  # sees [0, 1]
+
+    @property
+    def id(self) -> str:
+        return self.name or self.cls
+
+
+KL2D = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, layers_per_block=1)
+WAN = dict(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
+           latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.0, 2.0, 0.5, 1.5])
+
+CASES = [
+    Case("AutoencoderKL", {**KL2D, "scaling_factor": 0.5}),
+    Case("AutoencoderKL", {**KL2D, "latent_channels": 16, "scaling_factor": 1.5, "shift_factor": 0.1},
+         name="AutoencoderKL-sd3"),
+    Case("AsymmetricAutoencoderKL", dict(
+        down_block_types=("DownEncoderBlock2D",) * 2, down_block_out_channels=(8, 16),
+        up_block_types=("UpDecoderBlock2D",) * 2, up_block_out_channels=(8, 16), norm_num_groups=4)),
+    Case("AutoencoderKLTemporalDecoder", dict(down_block_types=("DownEncoderBlock2D",) * 2,
+                                              block_out_channels=(32, 32))),  # GroupNorm(32) is fixed
+    Case("ConsistencyDecoderVAE", dict(
+        encoder_block_out_channels=(8, 16), encoder_down_block_types=("DownEncoderBlock2D",) * 2,
+        encoder_layers_per_block=1, encoder_norm_num_groups=4, decoder_block_out_channels=(8, 16),
+        decoder_down_block_types=("ResnetDownsampleBlock2D",) * 2,
+        decoder_up_block_types=("ResnetUpsampleBlock2D",) * 2, decoder_layers_per_block=1,
+        decoder_norm_num_groups=4)),
+    Case("AutoencoderKLFlux2", {**KL2D, "sample_size": 32}),
+    Case("AutoencoderKLHunyuanImage", dict(in_channels=3, out_channels=3, latent_channels=8,
+                                           block_out_channels=(32, 32), layers_per_block=1,
+                                           spatial_compression_ratio=2, sample_size=32)),
+    Case("AutoencoderKLWan", WAN, video=True),
+    Case("AutoencoderKLWan", dict(WAN, z_dim=8, decoder_base_dim=8, dim_mult=[1, 1], in_channels=12, out_channels=12,
+                                  is_residual=True, patch_size=2, latents_mean=[0.0] * 8, latents_std=[1.0] * 8),
+         video=True, name="AutoencoderKLWan-2.2"),
+    Case("AutoencoderKLQwenImage", WAN, video=True),
+    Case("AutoencoderKLCogVideoX", dict(
+        block_out_channels=(8, 16), down_block_types=("CogVideoXDownBlock3D",) * 2,
+        up_block_types=("CogVideoXUpBlock3D",) * 2, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        sample_height=32, sample_width=32), video=True),
+    Case("AutoencoderKLHunyuanVideo", dict(
+        block_out_channels=(8, 16), down_block_types=("HunyuanVideoDownBlock3D",) * 2,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 2, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        spatial_compression_ratio=2, mid_block_add_attention=False), video=True),
+    Case("AutoencoderKLLTXVideo", dict(
+        latent_channels=8, block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), layers_per_block=(1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1), spatio_temporal_scaling=(True, False),
+        decoder_spatio_temporal_scaling=(True, False), decoder_inject_noise=(False,) * 3,
+        upsample_residual=(False, False), upsample_factor=(1, 1), down_block_types=("LTXVideoDownBlock3D",) * 2,
+        downsample_type=("conv", "conv"), patch_size=1), video=True),
+    Case("AutoencoderKLMochi", dict(
+        encoder_block_out_channels=(32,) * 4, decoder_block_out_channels=(32,) * 4, latent_channels=4,
+        layers_per_block=(1,) * 5, add_attention_block=(False,) * 5, latents_mean=(0.1, 0.0, -0.1, 0.2),
+        latents_std=(1.0, 0.5, 2.0, 1.0)), video=True),
+    Case("AutoencoderDC", dict(
+        latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock", "EfficientViTBlock"),
+        decoder_block_types=("ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8), encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
+        encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)), scaling_factor=0.41),
+        output="latent"),
+    # diffusers feeds AutoencoderTiny [-1, 1] like every VAE; its EncoderTiny maps that to TAESD's [0, 1].
+    Case("AutoencoderTiny", dict(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                                 num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)),
+         output="latents", inner=lambda vae: vae.encoder.layers),
+    Case("VQModel", {**KL2D, "num_vq_embeddings": 16}, output="latents"),
+]
+DETERMINISTIC = {"latent", "latents"}
+
+
+@pytest.fixture(autouse=True)
+def _hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import: make the hub attempts here fail at once."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six real photographs; at SIZE the batches of 4 split them 4 + 2."""
+    folder = tmp_path_factory.mktemp("model-photos")
+    write_photos(folder, 6, size=40)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Case], tuple[torch.nn.Module, Path]]:
+    """Each case's model, built once from its config and saved with save_pretrained."""
+    cache: dict[str, tuple[torch.nn.Module, Path]] = {}
+
+    def get(case: Case) -> tuple[torch.nn.Module, Path]:
+        if case.id not in cache:
+            if not hasattr(diffusers, case.cls):
+                pytest.skip(f"diffusers {diffusers.__version__} has no {case.cls}")
+            torch.manual_seed(0)
+            vae = getattr(diffusers, case.cls)(**case.kwargs).eval()
+            path = tmp_path_factory.mktemp(case.id)
+            vae.save_pretrained(path)
+            cache[case.id] = vae, path
+        return cache[case.id]
+
+    return get
+
+
+def images(folder: Path) -> torch.Tensor:
+    tf = preprocess(SIZE)
+    return torch.stack([tf(open_rgb(str(p))) for p in sorted(folder.rglob("*.png"))])
+
+
+def naive(vae: torch.nn.Module, case: Case, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The throw-away script: every image in one encode call, as diffusers' pipelines call it
+    (video VAEs get a one-frame clip), latents kept in float64."""
+    with torch.no_grad():
+        out = getattr(vae.encode(x.unsqueeze(2) if case.video else x), case.output)
+    if case.output == "latent_dist":
+        return out.mean.double(), out.std.double()
+    return out.double(), None
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+def test_registry_lists_exactly_the_tested_classes() -> None:
+    assert set(FAMILIES) == {c.cls for c in CASES}
+    for case in CASES:
+        assert FAMILIES[case.cls].stochastic == (case.output == "latent_dist")
+        assert FAMILIES[case.cls].video == case.video
+        assert FAMILIES[case.cls].output == case.output
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_estimate_equals_naive_reference(case: Case, built: Callable, photos: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         record_property: Callable[[str, object], None]) -> None:
+    vae, path = built(case)
+    ranges: dict[str, list[float]] = {"encoder": [], "inner": []}
+
+    def watch(module: torch.nn.Module, key: str) -> None:
+        def hook(_: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            ranges[key] += [float(args[0].min()), float(args[0].max())]
+        module.register_forward_pre_hook(hook)
+
+    def load_and_watch(*args: Any, **kwargs: Any) -> Encoder:
+        enc = load_model(*args, **kwargs)
+        watch(enc.vae.encoder, "encoder")
+        if case.inner:
+            watch(case.inner(enc.vae), "inner")
+        return enc
+
+    monkeypatch.setattr(estimate_module, "load_model", load_and_watch)
+    r = latent_scale.estimate(model=str(path), data=str(photos), size=SIZE, batch_size=4, workers=0,
+                              progress=False, posterior="mode")
+
+    mu, sigma = naive(vae, case, images(photos))
+    channels = mu.shape[1]
+    rows = mu.transpose(0, 1).reshape(channels, -1)
+    std = float(mu.std())
+    diffs = [rel(r.std, std), abs(r.mean - float(mu.mean())) / std, rel(r.scale_factor, 1 / std)]
+    diffs += [rel(a, float(b)) for a, b in zip(r.per_channel["std"], rows.std(1), strict=True)]
+    diffs += [abs(a - float(b)) / std for a, b in zip(r.per_channel["mean"], rows.mean(1), strict=True)]
+    assert r.num_images == 6 and r.num_elements == mu.numel()
+    assert r.latent_shape == list(mu.shape[1:])
+    assert r.model["class"] == case.cls and r.model["stochastic"] == (sigma is not None)
+    if sigma is not None:
+        expected = (float(mu.var()) + float((sigma**2).mean())) ** 0.5
+        diffs.append(rel(r.estimates["expected_sample"]["std"], expected))
+        assert set(r.estimates) == {"mode", "sample", "expected_sample"}
+    else:
+        assert set(r.estimates) == {"mode"}
+    record_property("max_rel_diff", max(diffs))
+    assert max(diffs) < TOL, diffs
+
+    # Every class is fed [-1, 1] (diffusers' pipelines normalise images so); Tiny rescales inside.
+    assert ranges["encoder"] and -1 <= min(ranges["encoder"]) < 0 < max(ranges["encoder"]) <= 1
+    if case.inner:
+        assert ranges["inner"] and 0 <= min(ranges["inner"]) < 0.5 < max(ranges["inner"]) <= 1
+
+    if case.video:  # one-frame clip, channels on dim 1: per-channel numbers line up with latents_mean/std
+        assert r.latent_shape[1] == 1
+        norm = r.model["config_latents_std"]
+        assert norm is None or len(norm) == len(r.per_channel["std"]) == channels
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_only_the_encoder_half_is_placed(case: Case, built: Callable) -> None:
+    """DECODER_PARTS must be exactly the children encode() never calls, so nothing the encoder
+    needs is left behind and the decoder never takes device memory."""
+    _, path = built(case)
+    enc = load_model(str(path), device="cpu")
+    called: set[str] = set()
+    for name, child in enc.vae.named_children():
+        child.register_forward_hook(lambda *_, n=name: called.add(n))
+    enc(torch.rand(1, 3, SIZE, SIZE) * 2 - 1)
+    children = {name for name, _ in enc.vae.named_children()}
+    assert called == children - DECODER_PARTS
+
+    # A device other than the CPU (meta: no memory, no GPU needed) gets only the encoder half.
+    enc = load_model(str(path), device="meta", dtype="bfloat16")
+    for name, child in enc.vae.named_children():
+        for p in child.parameters():
+            placed = (p.device.type, p.dtype)
+            assert placed == (("cpu", torch.float32) if name in DECODER_PARTS else ("meta", torch.bfloat16)), name
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.video] + [CASES[0]], ids=lambda c: c.id)
+def test_channels_last_placement_encodes_the_same(case: Case, built: Callable) -> None:
+    """The CUDA path converts weights to channels_last; video VAEs mix 4-D and 5-D weights."""
+    vae, path = built(case)
+    enc = load_model(str(path), device="cpu")
+    enc.to_device(torch.device("cpu"), channels_last=True)
+    weights = [p for part in enc.encode_parts() for p in part.parameters() if p.dim() in (4, 5)]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last if p.dim() == 4
+                                           else torch.channels_last_3d) for p in weights)
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    mu, _ = enc(x)
+    ref, _ = naive(vae, case, x)
+    torch.testing.assert_close(mu.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_deterministic_encoder_falls_back_to_mode(built: Callable, photos: Path) -> None:
+    _, path = built(next(c for c in CASES if c.cls == "AutoencoderTiny"))
+    with pytest.warns(UserWarning, match="AutoencoderTiny is deterministic"):
+        r = latent_scale.estimate(model=str(path), data=str(photos), size=SIZE, workers=0, progress=False,
+                                  limit=2)
+    assert r.recipe["posterior"] == "mode" and set(r.estimates) == {"mode"}
+
+
+def test_video_config_normalisation_is_reported(built: Callable) -> None:
+    """latents_mean/std come from the config, or from LTX-Video's buffers; z_dim is the channel count."""
+    wan = next(c for c in CASES if c.cls == "AutoencoderKLWan")
+    info = load_model(str(built(wan)[1]), device="cpu").info
+    assert info["config_latents_std"] == WAN["latents_std"] and info["latent_channels"] == WAN["z_dim"]
+    ltx = next(c for c in CASES if c.cls == "AutoencoderKLLTXVideo")
+    info = load_model(str(built(ltx)[1]), device="cpu").info
+    assert info["config_latents_mean"] == [0.0] * 8 and info["config_latents_std"] == [1.0] * 8
+
+
+# Where the autoencoder lives: pipeline folders and repos, bare folders, single files.
+
+def case_of(cls: str) -> Case:
+    return next(c for c in CASES if c.cls == cls)
+
+
+def make_pipeline(root: Path, built: Callable, components: dict[str, str]) -> Path:
+    """A pipeline folder: model_index.json naming each component's class, one folder per component."""
+    index: dict[str, Any] = {"_class_name": "SomePipeline", "_diffusers_version": diffusers.__version__,
+                             "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None]}
+    root.mkdir(parents=True, exist_ok=True)
+    for name, cls in components.items():
+        shutil.copytree(built(case_of(cls))[1], root / name)
+        index[name] = ["diffusers", cls]
+    (root / "model_index.json").write_text(json.dumps(index))
+    return root
+
+
+@pytest.mark.parametrize("components, subfolder, found", [
+    ({"vae": "AutoencoderKL"}, None, ("vae", "AutoencoderKL")),
+    ({"movq": "VQModel"}, None, ("movq", "VQModel")),  # Kandinsky 2.2 names its VQModel `movq`
+    ({"vae": "AutoencoderDC", "movq": "VQModel"}, None, ("vae", "AutoencoderDC")),
+    ({"vae": "AutoencoderDC", "movq": "VQModel"}, "movq", ("movq", "VQModel")),
+])
+def test_pipeline_folder(tmp_path: Path, built: Callable, components: dict[str, str], subfolder: str | None,
+                         found: tuple[str, str]) -> None:
+    root = make_pipeline(tmp_path, built, components)
+    info = load_model(str(root), subfolder=subfolder, device="cpu").info
+    assert (info["subfolder"], info["class"]) == found
+
+
+def test_pipeline_without_autoencoder_is_exit_2(tmp_path: Path, built: Callable,
+                                                capsys: pytest.CaptureFixture, photos: Path) -> None:
+    root = make_pipeline(tmp_path / "pipe", built, {})
+    with pytest.raises(InputError, match="no autoencoder found .*model_index.json"):
+        load_model(str(root), device="cpu")
+    with pytest.raises(InputError, match="no config.json in .*check --subfolder"):
+        load_model(str(root), subfolder="unet", device="cpu")
+    with pytest.raises(SystemExit) as exc:
+        main(["estimate", "--model", str(root), "--data", str(photos), "--workers", "0", "--no-progress"])
+    assert exc.value.code == 2 and "no autoencoder found" in capsys.readouterr().err
+
+
+def test_unsupported_class_names_the_supported_ones(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                    photos: Path) -> None:
+    (tmp_path / "allegro").mkdir()
+    (tmp_path / "allegro" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLAllegro"}))
+    with pytest.raises(InputError, match="'AutoencoderKLAllegro' is not supported; supported classes: "
+                                         "AsymmetricAutoencoderKL, AutoencoderDC, .*, VQModel$"):
+        load_model(str(tmp_path / "allegro"), device="cpu")
+    with pytest.raises(SystemExit) as exc:
+        main(["estimate", "--model", str(tmp_path / "allegro"), "--data", str(photos), "--no-progress"])
+    assert exc.value.code == 2 and "supported classes: " in capsys.readouterr().err
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    with pytest.raises(InputError, match="has no _class_name"):
+        load_model(str(tmp_path / "plain"), device="cpu")
+
+
+def warm_hub_cache(cache: Path, repo: str, files: Path) -> None:
+    """What a download leaves in a Hugging Face cache: a snapshot per commit and refs/main naming it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(files, folder / "snapshots" / commit)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+
+
+def test_hub_repos_from_a_warm_cache_offline(tmp_path: Path, built: Callable) -> None:
+    cache = tmp_path / "cache"
+    warm_hub_cache(cache, "acme/kandinsky", make_pipeline(tmp_path / "pipe", built, {"movq": "VQModel"}))
+    warm_hub_cache(cache, "acme/taesd", built(case_of("AutoencoderTiny"))[1])
+    info = load_model("acme/kandinsky", cache_dir=str(cache), device="cpu").info
+    assert (info["source_kind"], info["subfolder"], info["class"]) == ("hub", "movq", "VQModel")
+    info = load_model("acme/taesd", cache_dir=str(cache), device="cpu").info
+    assert (info["subfolder"], info["class"]) == (None, "AutoencoderTiny")
+    with pytest.raises(InputError, match="could not load model 'acme/missing' .*HF_HUB_OFFLINE=1"):
+        load_model("acme/missing", cache_dir=str(cache), device="cpu")
+    with pytest.raises(InputError, match="could not load model 'acme/kandinsky'"):
+        load_model("acme/kandinsky", subfolder="vae", cache_dir=str(cache), device="cpu")
+
+
+@pytest.mark.parametrize("cls", ["AutoencoderKL", "AutoencoderDC", "AutoencoderKLWan"])
+def test_single_file_with_its_config_beside_it(tmp_path: Path, built: Callable, cls: str) -> None:
+    """Offline, from_single_file needs the diffusers config: the config.json next to the file."""
+    case = case_of(cls)
+    vae, path = built(case)
+    shutil.copy(path / "config.json", tmp_path / "config.json")
+    shutil.copy(path / "diffusion_pytorch_model.safetensors", tmp_path / "finetune.safetensors")
+    enc = load_model(str(tmp_path / "finetune.safetensors"), device="cpu")
+    assert (enc.info["source_kind"], enc.info["class"]) == ("file", cls)
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    torch.testing.assert_close(enc(x)[0].double(), naive(vae, case, x)[0], rtol=0, atol=0)
+
+
+def test_single_file_errors(tmp_path: Path, built: Callable) -> None:
+    kl = built(case_of("AutoencoderKL"))[1]
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(kl / "diffusion_pytorch_model.safetensors", lone / "vae.safetensors")
+    with pytest.raises(InputError, match="could not load .*vae.safetensors as an AutoencoderKL single file .*"
+                                         "config.json beside the file"):
+        load_model(str(lone / "vae.safetensors"), device="cpu")
+    with pytest.raises(InputError, match="--subfolder applies to folders and hub repos"):
+        load_model(str(lone / "vae.safetensors"), subfolder="vae", device="cpu")
+    tiny = built(case_of("AutoencoderTiny"))[1]
+    with pytest.raises(InputError, match="AutoencoderTiny cannot be loaded from a single file"):
+        load_model(str(tiny / "diffusion_pytorch_model.safetensors"), device="cpu")
