@@ -15,7 +15,8 @@ import typer
 from . import distributed
 from .errors import EXIT_INTERRUPTED, InputError, Interrupted
 from .estimate import estimate as run_estimate
-from .report import format_table, merge_results, read_json, write_json
+from .known import known_factors, lookup
+from .report import apply_result, format_snippets, format_table, merge_results, read_json, write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure the latent scale factor (and shift) of a diffusers autoencoder.")
@@ -67,6 +68,7 @@ def estimate(
     workers: int | None = typer.Option(None, help="DataLoader worker processes [default: min(8, cores)]."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the result JSON here (atomically)."),
     json_: bool = typer.Option(False, "--json", help="Print the result JSON on stdout instead of the table."),
+    snippets: bool = typer.Option(False, help="Also print a diffusers config.json snippet per normalisation."),
     checkpoint: Path | None = typer.Option(None, help="Save state here periodically and on Ctrl-C/SIGTERM."),
     checkpoint_every: float = typer.Option(60.0, help="Seconds between checkpoint saves."),
     resume: bool = typer.Option(False, help="Continue from --checkpoint."),
@@ -83,10 +85,17 @@ def estimate(
     options = _explicit(ctx)
     options.pop("config", None)
     options.pop("json_", None)
+    options.pop("snippets", None)
     options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
     result = run_estimate(config=str(config) if config else None, **options)
     if distributed.init()[0] == 0:
-        typer.echo(json.dumps(result, indent=2) if json_ else format_table(result))
+        _show(result, json_, snippets)
+
+
+def _show(result: dict, json_: bool, snippets: bool) -> None:
+    typer.echo(json.dumps(result, indent=2) if json_ else format_table(result))
+    if snippets and not json_:
+        typer.echo("\n" + format_snippets(result))
 
 
 @app.command()
@@ -95,11 +104,81 @@ def merge(
     results: list[Path] = typer.Argument(..., help="Result JSON files of the shards."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the merged result."),
     json_: bool = typer.Option(False, "--json", help="Print the merged JSON instead of the table."),
+    snippets: bool = typer.Option(False, help="Also print a diffusers config.json snippet per normalisation."),
 ) -> None:
     """Combine shard results exactly into one result."""
     merged = merge_results([read_json(p) for p in results])
     write_json(output, merged)
-    typer.echo(json.dumps(merged, indent=2) if json_ else format_table(merged))
+    _show(merged, json_, snippets)
+
+
+@app.command()
+@user_errors
+def known(
+    model: str | None = typer.Option(None, help="Show this hub id's entry (and its per-channel values)."),
+    registry: list[Path] = typer.Option([], help="An extra registry TOML file (repeatable); later files win."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Published scale factors (and shifts, per-channel constants), each with its source."""
+    if model is not None:
+        entry = lookup(model, registry)
+        if entry is None:
+            raise InputError(f"no published values for {model!r}; `latent-scale known` lists the known models "
+                             "(add yours with --registry FILE)")
+        typer.echo(json.dumps(entry.to_dict(), indent=2) if json_ else _describe(entry))
+        return
+    entries = known_factors(registry)
+    if json_:
+        typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
+        return
+    rows = [("model", "published", "e.g. id", "source")]
+    for e in entries:
+        values = "latents_mean/std" if e.scaling_factor is None else f"{e.scaling_factor:g}"
+        values += f" shift {e.shift_factor:g}" if e.shift_factor is not None else ""
+        values += " + latents_mean/std" if e.scaling_factor is not None and e.latents_mean else ""
+        rows.append((e.name, values, e.ids[0], e.source))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
+def _describe(entry) -> str:  # noqa: ANN001 - a known.Published
+    rows = [("name", entry.name), ("ids", ", ".join(entry.ids))]
+    for key in ("scaling_factor", "shift_factor", "latents_mean", "latents_std"):
+        value = getattr(entry, key)
+        if value is not None:
+            rows.append((key, ", ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"))
+    rows += [("source", entry.source)] + ([("notes", entry.notes)] if entry.notes else [])
+    return "\n".join(f"{k:<14}  {v}" for k, v in rows)
+
+
+@app.command()
+@user_errors
+def apply(
+    result: Path = typer.Argument(..., help="A result JSON of latent-scale estimate or merge."),
+    to: str = typer.Option(..., help="The local VAE (or pipeline) folder whose config.json to update."),
+    shift: bool = typer.Option(False, help="Write shift_factor and scaling_factor (SD3/FLUX convention)."),
+    per_channel: bool = typer.Option(False, help="Write latents_mean/latents_std and scaling_factor 1."),
+    rms: bool = typer.Option(False, help="Write the uncentred factor 1/rms as scaling_factor."),
+    subfolder: str | None = typer.Option(None, help="Subfolder of --to holding the VAE's config.json."),
+) -> None:
+    """Write the measured factor into a local VAE's config.json (atomically; the old one stays as .bak)."""
+    done = apply_result(result, to, shift=shift, per_channel=per_channel, rms=rms, subfolder=subfolder)
+    written = ", ".join(f"{k}={v if not isinstance(v, list) else f'[{len(v)} values]'}"
+                        for k, v in done["written"].items())
+    typer.echo(f"wrote {written} into {done['config']} (previous config: {done['backup']})")
+
+
+@app.command()
+@user_errors
+def plot(
+    result: Path = typer.Argument(..., help="A result JSON of latent-scale estimate or merge."),
+    output: Path = typer.Option(..., "--output", "-o", help="Image file to write (png, pdf, svg ...)."),
+) -> None:
+    """Per-channel histograms of the scaled latents against a unit normal (needs matplotlib)."""
+    from .plot import plot_result
+
+    typer.echo(f"wrote {plot_result(result, output)}")
 
 
 def _warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -1,22 +1,27 @@
 """Image sources -> ordered list of paths -> decoded, preprocessed tensors.
 
-The order is the sorted path list, then a permutation seeded by --seed, so a
-prefix (--limit, --rel-tol) is a fair random sample and every split of the work
-(batches, workers, shards, ranks, resume) sees the same images with the same
-identity (their index in the sorted list, which also seeds their noise).
+The order is the sorted path list (for tar shards: shard order, then member
+order), then a permutation seeded by --seed, so a prefix (--limit, --rel-tol) is
+a fair random sample and every split of the work (batches, workers, shards,
+ranks, resume) sees the same images with the same identity (their index in the
+list, which also seeds their noise).
 """
 
 from __future__ import annotations
 
+import glob
+import io
 import os
+import tarfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -25,6 +30,50 @@ from .errors import InputError
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 SAMPLES_DIR = Path(__file__).parent / "samples"
 RECIPE = "classic-v1"  # PIL RGB, Resize(size, bilinear, antialias), CenterCrop(size), ToTensor, Normalize(0.5, 0.5)
+TAR_SEP = "::"  # a tar member's id: "path/to/shard.tar::key.jpg"
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """Where one image's bytes lie inside an uncompressed tar, found once when the shard is indexed.
+
+    `error` marks a part of the shard that could not be indexed; reading it fails with that reason,
+    so it is skipped (or stops --strict) like any other unreadable image.
+    """
+
+    tar: str
+    offset: int
+    size: int
+    error: str | None = None
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+    def read(self) -> io.BytesIO:
+        if self.error:
+            raise OSError(self.error)
+        with open(self.tar, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) < self.size:
+            raise OSError(f"tar member is truncated ({len(data)} of {self.size} bytes)")
+        return io.BytesIO(data)
+
+
+class ImageList(list):
+    """Image ids in dataset order (a plain list of str to everyone else); tar members also carry
+    their TarMember, so workers read them by offset without extracting or re-scanning the shard."""
+
+    def __init__(self, ids: Iterable[str] = (), members: dict[str, TarMember] | None = None) -> None:
+        super().__init__(ids)
+        self.members: dict[str, TarMember] = members or {}
+
+    def open(self, index: int) -> Image.Image:
+        """Decode image `index` (a file, or a member of a tar shard) with open_rgb."""
+        name = self[index]
+        member = self.members.get(name)
+        return open_rgb(member.read() if member else name)
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
@@ -69,22 +118,76 @@ def _imagenette(cache_dir: str | None) -> list[str]:
     return scan_folder(root / "imagenette2")
 
 
-def list_images(data: str, cache_dir: str | None = None) -> list[str]:
-    """Resolve --data to the sorted list of image paths."""
+def index_tar(tar: str) -> ImageList:
+    """The image members of one WebDataset shard (`key.jpg`, ...), in archive order, read once.
+
+    Only uncompressed tars are accepted, because members are later read by offset. Damage that
+    hides later members (a corrupt header, a file cut at a member boundary) becomes one unreadable
+    entry `shard.tar::@BYTE`, so the loss is skipped and reported like a bad image, never silent.
+    """
+    images = ImageList()
+    try:
+        with tarfile.open(tar, "r:") as tf:
+            try:
+                for m in tf:
+                    if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS:
+                        images.append(f"{tar}{TAR_SEP}{m.name}")
+                        images.members[images[-1]] = TarMember(tar, m.offset_data, m.size)
+                error = None
+            except tarfile.ReadError as e:  # the file ends where the next header should be
+                error = str(e)
+            end = tf.offset
+    except (tarfile.ReadError, OSError) as e:
+        raise InputError(f"cannot read {tar} as an uncompressed tar shard ({e}); "
+                         "WebDataset shards must be plain .tar files") from None
+    with open(tar, "rb") as f:  # tarfile stops silently at a corrupt header; a real end is zero blocks
+        f.seek(end)
+        if error is None and f.read(512).strip(b"\0"):
+            error = "corrupt tar header"
+        cut_in_last = bool(images) and images.members[images[-1]].end > f.seek(0, os.SEEK_END)
+    if error and not cut_in_last:  # a member cut short already reports the damage itself
+        name = f"{tar}{TAR_SEP}@{end}"
+        images.append(name)
+        images.members[name] = TarMember(tar, end, 0, f"{error} at byte {end}; the rest of this shard is lost")
+    return images
+
+
+def _expand(matches: Sequence[str]) -> ImageList:
+    """Glob matches in sorted order: tar shards (members in archive order), folders, image files."""
+    images = ImageList()
+    for m in sorted(matches):
+        if m.lower().endswith(".tar"):
+            shard = index_tar(m)
+            images.extend(shard)
+            images.members.update(shard.members)
+        elif os.path.isdir(m):
+            images.extend(scan_folder(Path(m)))
+        elif Path(m).suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(m)
+    return images
+
+
+def list_images(data: str, cache_dir: str | None = None) -> ImageList:
+    """Resolve --data to the ordered list of image ids (file paths, or `shard.tar::member`)."""
     if data == "imagenette":
-        paths = _imagenette(cache_dir)
+        paths = ImageList(_imagenette(cache_dir))
     elif data == "samples":
-        paths = scan_folder(SAMPLES_DIR)
+        paths = ImageList(scan_folder(SAMPLES_DIR))
     else:
         p = Path(data).expanduser()
         if p.is_dir():
-            paths = scan_folder(p)
+            paths = ImageList(scan_folder(p))
         elif p.is_file() and p.suffix.lower() == ".txt":
-            paths = _read_list(p)
+            paths = ImageList(_read_list(p))
+        elif p.is_file() and p.suffix.lower() == ".tar":
+            paths = index_tar(str(p))
         elif p.is_file():
-            raise InputError(f"--data {data} is a file but not a .txt list of image paths")
+            raise InputError(f"--data {data} is a file but not a .txt list of image paths nor a .tar shard")
+        elif any(c in data for c in "*?["):
+            paths = _expand(glob.glob(str(p), recursive=True))
         else:
-            raise InputError(f"--data {data} does not exist; pass a folder, a .txt list, imagenette or samples")
+            raise InputError(f"--data {data} does not exist; pass a folder, a .txt list, .tar shards "
+                             "(glob allowed), imagenette or samples")
     if not paths:
         raise InputError(f"--data {data} holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return paths
@@ -106,7 +209,7 @@ def preprocess(size: int) -> transforms.Compose:
     ])
 
 
-def open_rgb(path: str) -> Image.Image:
+def open_rgb(path: str | Path | IO[bytes]) -> Image.Image:
     """Decode fully (truncated files fail here, not later) and convert to 8-bit RGB.
 
     16-bit images are scaled to 8 bits rather than clipped; decompression bombs are errors.
@@ -114,7 +217,11 @@ def open_rgb(path: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", message="Palette images with Transparency")
-        with Image.open(path) as img:
+        try:
+            img = Image.open(path)
+        except UnidentifiedImageError:  # PIL's message names a file object for tar members
+            raise UnidentifiedImageError("cannot identify image file (not an image PIL can read)") from None
+        with img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(img, dtype=np.float64)
@@ -131,7 +238,7 @@ class ImageDataset(Dataset):
     """Yields (index, tensor, None) or (index, None, reason) so bad files never stop a worker."""
 
     def __init__(self, paths: Sequence[str], positions: Sequence[int], size: int) -> None:
-        self.paths = paths
+        self.paths = paths if isinstance(paths, ImageList) else ImageList(paths)
         self.positions = positions
         self.transform = preprocess(size)
 
@@ -141,7 +248,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, k: int) -> tuple[int, torch.Tensor | None, str | None]:
         index = self.positions[k]
         try:
-            return index, self.transform(open_rgb(self.paths[index])), None
+            return index, self.transform(self.paths.open(index)), None
         except Exception as e:  # noqa: BLE001 - any decode failure is reported per file
             return index, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
 

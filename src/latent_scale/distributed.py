@@ -19,7 +19,8 @@ def init() -> tuple[int, int]:
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo")
+        # gloo for CPU tensors (also when --device cpu on a GPU machine), NCCL for CUDA ones
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -30,24 +31,23 @@ def device_for(device: str, rank: int, world: int) -> str:
     return device
 
 
-def gather(stats: PosteriorStats | None, skipped: list[dict[str, str]], rank: int,
-           world: int) -> tuple[PosteriorStats | None, list[dict[str, str]]]:
-    """Every rank gets the same merged state (merged in rank order, so all agree bit for bit)."""
+def gather(stats: PosteriorStats | None, extra: dict[str, Any], rank: int,
+           world: int) -> tuple[PosteriorStats | None, list[dict[str, Any]]]:
+    """Every rank gets the same merged state (merged in rank order, so all agree bit for bit)
+    and every rank's `extra` (skipped files, counters), in rank order."""
     if world == 1:
-        return stats, skipped
+        return stats, [extra]
     parts: list[Any] = [None] * world
-    dist.all_gather_object(parts, (stats.to_dict() if stats else None, skipped))
+    dist.all_gather_object(parts, (stats.to_dict() if stats else None, extra))
     merged: PosteriorStats | None = None
-    all_skipped: list[dict[str, str]] = []
-    for state, skip in parts:
-        all_skipped.extend(skip)
+    for state, _ in parts:
         if state is None:
             continue
         if merged is None:
             merged = PosteriorStats.from_dict(state)
         else:
             merged.merge(PosteriorStats.from_dict(state))
-    return merged, all_skipped
+    return merged, [e for _, e in parts]
 
 
 def shutdown() -> None:

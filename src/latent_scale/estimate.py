@@ -9,6 +9,7 @@ where a run was interrupted and resumed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import signal
@@ -31,8 +32,8 @@ from tqdm import tqdm
 from . import distributed
 from .data import RECIPE, list_images, loader, order
 from .errors import InputError, Interrupted
-from .models import Encoder, load_model
-from .report import Result, build_result, first_difference, read_json, write_json
+from .models import Encoder, load_model, resolve_device, resolve_dtype
+from .report import Result, build_result, first_difference, histogram_edges_for, read_json, write_json
 from .stats import PosteriorStats
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
@@ -138,7 +139,8 @@ def noise(indices: torch.Tensor, shape: torch.Size, seed: int) -> torch.Tensor:
 
 
 def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or (
+    """CUDA and CPU allocation failures (torch raises either OutOfMemoryError or a RuntimeError)."""
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
         isinstance(e, RuntimeError) and ("out of memory" in str(e) or "can't allocate memory" in str(e))
     )
 
@@ -170,18 +172,23 @@ class Estimator:
     def __init__(self, encoder: Encoder, opts: Options, run: Run, paths: list[str]) -> None:
         self.encoder, self.opts, self.run, self.paths = encoder, opts, run, paths
         self.run.chunk = run.chunk or (opts.batch_size if opts.chunk_size == "auto" else int(opts.chunk_size))
+        self._float32: Encoder | None = None
+
+    def float32(self) -> Encoder:
+        """The model loaded again in float32, on first need. Casting the low-precision encoder up
+        would keep its rounded weights; the retry of a non-finite chunk must be a true float32 encode."""
+        if self._float32 is None:
+            o = self.opts
+            self._float32 = load_model(o.model, subfolder=o.subfolder, revision=o.revision, variant=o.variant,
+                                       device=str(self.encoder.device), dtype="float32")
+        return self._float32
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One chunk; non-finite output in a low-precision dtype is re-encoded in float32."""
         mu, sigma = self.encoder(x)
         finite = torch.isfinite(mu).all() and (sigma is None or torch.isfinite(sigma).all())
         if not finite and self.encoder.dtype != torch.float32:
-            low = self.encoder.dtype
-            self.encoder.to_dtype(torch.float32)
-            try:
-                mu, sigma = self.encoder(x)
-            finally:
-                self.encoder.to_dtype(low)
+            mu, sigma = self.float32()(x)
             self.run.upcast_chunks += 1
         return mu.double(), None if sigma is None else sigma.double()
 
@@ -193,8 +200,12 @@ class Estimator:
             try:
                 mu, sigma = self._encode(part)
             except Exception as e:
-                if not (_is_oom(e) and self.opts.chunk_size == "auto"):
+                if not _is_oom(e):
                     raise
+                if self.opts.chunk_size != "auto":
+                    raise InputError(
+                        f"out of memory encoding {len(part)} {self.opts.size}px images at once on "
+                        f"{self.encoder.device}; use a smaller --chunk-size, or --chunk-size auto") from e
                 if self.run.chunk == 1:
                     raise InputError(
                         f"out of memory encoding a single {self.opts.size}px image on {self.encoder.device}; "
@@ -231,7 +242,8 @@ class Estimator:
                 mu, index = mu[keep], index[keep]
                 sigma = None if sigma is None else sigma[keep]
                 if self.run.stats is None:
-                    self.run.stats = PosteriorStats(mu.shape[1], self.encoder.stochastic)
+                    self.run.stats = PosteriorStats(mu.shape[1], self.encoder.stochastic,
+                                                    histogram_edges_for(self.encoder.info))
                     self.run.latent_shape = list(mu.shape[1:])
                 eps = noise(index, mu.shape[1:], self.opts.seed).to(mu.device) if sigma is not None else None
                 self.run.stats.update(mu, sigma, eps)
@@ -289,9 +301,13 @@ def _checkpoint_path(opts: Options, rank: int, world: int) -> Path | None:
     return p if world == 1 else p.with_name(f"{p.name}.rank{rank}-of-{world}")
 
 
-def _fingerprint(info: dict[str, Any], recipe: dict[str, Any], shard: str | None, world: int) -> dict[str, Any]:
+def _fingerprint(info: dict[str, Any], recipe: dict[str, Any], shard: str | None, world: int,
+                 paths: list[str]) -> dict[str, Any]:
+    """What must match for a checkpoint to continue: model, recipe, split, and the image list itself
+    (a folder that gained or lost files would silently shift every later image)."""
     model = {k: info[k] for k in ("source", "subfolder", "revision", "variant", "class")}
-    return {"model": model, "recipe": recipe, "shard": shard, "world": world}
+    images = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+    return {"model": model, "recipe": recipe, "shard": shard, "world": world, "images": images}
 
 
 def _resume(path: Path, fingerprint: dict[str, Any]) -> Run:
@@ -318,18 +334,28 @@ def estimate(model: str | None = None, data: str | None = None, *, config: str |
     rank, world = distributed.init()
     if opts.rel_tol is not None and world > 1:
         raise InputError("--rel-tol needs a single process; with torchrun use --limit")
-    encoder = load_model(opts.model, subfolder=opts.subfolder, revision=opts.revision,
-                         variant=opts.variant, device=distributed.device_for(opts.device, rank, world),
-                         dtype=opts.dtype)
+    device = distributed.device_for(opts.device, rank, world)
+    half = resolve_dtype(opts.dtype, resolve_device(device)) == torch.float16
+    encoder = load_model(opts.model, subfolder=opts.subfolder, revision=opts.revision, variant=opts.variant,
+                         device=device, dtype="float32" if half else opts.dtype)
+    if half and encoder.info.get("force_upcast"):  # as diffusers' pipelines do
+        warnings.warn(f"{opts.model} sets force_upcast (it overflows in float16): encoding in float32",
+                      stacklevel=2)
+    elif half:
+        encoder.to_dtype(torch.float16)
     if not encoder.stochastic and opts.posterior != "mode":
         warnings.warn(f"{encoder.info['class']} is deterministic: reporting the posterior mode", stacklevel=2)
     paths = list_images(opts.data, opts.cache_dir)
     shard_i, shard_n = parse_shard(opts.shard)
     positions = order(len(paths), opts.seed, opts.limit)[shard_i::shard_n][rank::world]
     recipe = {**opts.recipe(encoder.dtype), "dataset_size": len(paths)}
-    fingerprint = _fingerprint(encoder.info, recipe, opts.shard, world)
+    fingerprint = _fingerprint(encoder.info, recipe, opts.shard, world, paths)
     ckpt = _checkpoint_path(opts, rank, world)
-    run = _resume(ckpt, fingerprint) if opts.resume and ckpt and ckpt.exists() else Run()
+    run = Run()
+    if opts.resume and ckpt and ckpt.exists():
+        run = _resume(ckpt, fingerprint)
+    elif opts.resume:
+        warnings.warn(f"no checkpoint at {ckpt} yet: starting from the first image", stacklevel=2)
     est = Estimator(encoder, opts, run, paths)
     workers = opts.workers if opts.workers is not None else min(8, os.cpu_count() or 1, len(positions))
     batches = loader(paths, positions[run.done:], opts.size, opts.batch_size, workers,
@@ -368,7 +394,10 @@ def estimate(model: str | None = None, data: str | None = None, *, config: str |
         bar.close()
     if ckpt:
         _save(ckpt, fingerprint, run)
-    stats, skipped = distributed.gather(run.stats, run.skipped, rank, world)
+    stats, parts = distributed.gather(
+        run.stats, {"skipped": run.skipped, "upcast_chunks": run.upcast_chunks, "latent_shape": run.latent_shape},
+        rank, world)
+    skipped = [s for part in parts for s in part["skipped"]]
     if stats is None:
         raise InputError(f"no image of --data {opts.data} could be encoded ({len(skipped)} skipped)")
     elapsed = time.monotonic() - start
@@ -377,9 +406,9 @@ def estimate(model: str | None = None, data: str | None = None, *, config: str |
         posterior=_posterior_key(opts, stats),
         run={"seconds": elapsed, "device": str(encoder.device), "world_size": world, "shard": opts.shard,
              "batch_size": opts.batch_size, "chunk_size": run.chunk, "workers": workers,
-             "upcast_chunks": run.upcast_chunks, "stopped_early": stop_reason is not None,
+             "upcast_chunks": sum(part["upcast_chunks"] for part in parts), "stopped_early": stop_reason is not None,
              "stop_reason": stop_reason, "images_per_s": stats.num_images / elapsed if elapsed > 0 else None},
-        latent_shape=run.latent_shape,
+        latent_shape=next(part["latent_shape"] for part in parts if part["latent_shape"]),
     )
     if opts.output and rank == 0:
         write_json(Path(opts.output), result)

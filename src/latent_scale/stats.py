@@ -82,17 +82,95 @@ class Moments:
     def from_dict(cls, d: dict[str, Any]) -> Moments:
         return cls(*(torch.tensor(d[k], dtype=torch.float64) for k in ("n", "mean", "m2", "m3", "m4")))
 
-    def summary(self) -> dict[str, float]:
-        """mean, ddof=1 std, skew and excess kurtosis, as numpy/scipy define them."""
-        n, m2 = float(self.n), float(self.m2)
-        var = m2 / (n - 1) if n > 1 else math.nan
-        pop = m2 / n if n > 0 else math.nan
+    def affine(self, shift: torch.Tensor | float, scale: torch.Tensor | float) -> Moments:
+        """Moments of (x - shift) * scale per group, exactly: central sums only pick up powers of scale."""
+        return Moments(self.n, (self.mean - shift) * scale, self.m2 * scale**2, self.m3 * scale**3,
+                       self.m4 * scale**4)
+
+    def standardised(self) -> dict[str, torch.Tensor]:
+        """Per group: mean, ddof=1 std, skew and excess kurtosis as numpy/scipy define them (nan if undefined)."""
+        nan = torch.full_like(self.n, math.nan)
+        var = torch.where(self.n > 1, self.m2 / torch.clamp(self.n - 1, min=1), nan)
+        pop = torch.where(self.n > 0, self.m2 / torch.clamp(self.n, min=1), nan)
+        ok = pop > 0
+        safe = torch.where(ok, pop, torch.ones_like(pop))
+        n = torch.clamp(self.n, min=1)
         return {
-            "mean": float(self.mean),
-            "std": math.sqrt(var) if var == var else math.nan,
-            "skew": float(self.m3) / n / pop**1.5 if pop > 0 else math.nan,
-            "excess_kurtosis": float(self.m4) / n / pop**2 - 3 if pop > 0 else math.nan,
+            "mean": torch.where(self.n > 0, self.mean, nan),
+            "std": torch.sqrt(var),
+            "skew": torch.where(ok, self.m3 / n / safe**1.5, nan),
+            "excess_kurtosis": torch.where(ok, self.m4 / n / safe**2 - 3, nan),
         }
+
+    def summary(self) -> dict[str, float]:
+        """mean, ddof=1 std, skew and excess kurtosis of a single group, as floats."""
+        return {k: float(v) for k, v in self.standardised().items()}
+
+
+def histogram_edges(unit: float, bins: int = 256, reach: float = 64.0, core: float = 0.25) -> torch.Tensor:
+    """Fixed bin edges unit·core·sinh(t), t evenly spaced: fine near 0, wide in the tails.
+
+    They depend on `unit` alone (the latent std the model config implies), never on the data, so
+    shards, resumed runs and merges bin identically. They reach ±`reach` units, so a config
+    factor that is off by a large factor still leaves a usable histogram (bins are ~5 % of a
+    unit wide at ±1 unit, ~15 % at ±3).
+    """
+    t = math.asinh(reach / core)
+    return unit * core * torch.sinh(torch.linspace(-t, t, bins + 1, dtype=torch.float64))
+
+
+class Histogram:
+    """Per-channel counts over fixed edges; slot 0 counts values below edges[0], the last slot
+    values at or above edges[-1], slot k the bin [edges[k-1], edges[k]). Counts add exactly."""
+
+    def __init__(self, edges: torch.Tensor, channels: int) -> None:
+        self.edges = edges.to(torch.float64).cpu()
+        self.counts = torch.zeros((channels, len(edges) + 1), dtype=torch.int64)
+
+    def update(self, rows: torch.Tensor) -> None:
+        """rows: (C, values) on any device."""
+        slots = self.counts.shape[1]
+        idx = torch.bucketize(rows.contiguous(), self.edges.to(rows.device), right=True)
+        idx = idx + torch.arange(rows.shape[0], device=rows.device)[:, None] * slots
+        self.counts += torch.bincount(idx.flatten(), minlength=self.counts.numel()).view_as(self.counts).cpu()
+
+    def merge(self, other: Histogram) -> None:
+        if not torch.equal(self.edges, other.edges):
+            raise ValueError("cannot merge histograms with different bin edges (different model configs?)")
+        self.counts += other.counts
+
+    def count_beyond(self, t: float, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Per channel, how many values have |x| > t: exact at bin edges, linear within a bin.
+
+        lo/hi (per-channel min/max) close the open-ended outer slots.
+        """
+        out = torch.zeros(self.counts.shape[0], dtype=torch.float64)
+        for c, counts in enumerate(self.counts.to(torch.float64)):
+            xs = torch.cat([torch.minimum(lo[c], self.edges[:1]), self.edges, torch.maximum(hi[c], self.edges[-1:])])
+            cum = torch.cat([torch.zeros(1, dtype=torch.float64), counts.cumsum(0)])
+            out[c] = cum[-1] - _interp(t, xs, cum) + _interp(-t, xs, cum)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"edges": self.edges.tolist(), "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Histogram:
+        out = cls(torch.tensor(d["edges"], dtype=torch.float64), len(d["counts"]))
+        out.counts = torch.tensor(d["counts"], dtype=torch.int64)
+        return out
+
+
+def _interp(x: float, xs: torch.Tensor, ys: torch.Tensor) -> float:
+    """Piecewise-linear y(x) through (xs, ys), xs non-decreasing; flat outside."""
+    if x <= xs[0]:
+        return float(ys[0])
+    if x >= xs[-1]:
+        return float(ys[-1])
+    k = int(torch.searchsorted(xs, torch.tensor([x], dtype=xs.dtype), right=True)) - 1
+    width = float(xs[k + 1] - xs[k])
+    frac = (x - float(xs[k])) / width if width > 0 else 1.0
+    return float(ys[k] + frac * (ys[k + 1] - ys[k]))
 
 
 class ImageMoments:
@@ -148,8 +226,15 @@ class ImageMoments:
         self.mean = self.mean + delta * o.n / n
         self.n = n
 
-    def factor_sd(self) -> float:
-        """Delta-method standard error of f = var^(-1/2), images as the unit."""
+    def factor_sd(self, population: int | None = None) -> float:
+        """Delta-method standard error of f = var^(-1/2), images as the unit.
+
+        Without `population` the images are draws from an unlimited image distribution (the
+        factor "for images like these"). With it they are a random subset, drawn without
+        replacement, of `population` images, and the error is that of the full-data value:
+        the variance shrinks by the finite-population correction (N - n) / (N - 1), to 0 when
+        every image was seen.
+        """
         if self.n < 2:
             return math.nan
         a, c = self.mean.tolist()
@@ -158,7 +243,8 @@ class ImageMoments:
             return math.nan
         grad = torch.tensor([a * var**-1.5, -0.5 * var**-1.5], dtype=torch.float64)
         sigma = self.comoment / (self.n - 1)
-        return math.sqrt(max(float(grad @ sigma @ grad), 0.0) / self.n)
+        fpc = 1.0 if population is None else max(population - self.n, 0) / max(population - 1, 1)
+        return math.sqrt(max(float(grad @ sigma @ grad), 0.0) * fpc / self.n)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ref": self.ref, "n": self.n, "mean": self.mean.tolist(), "comoment": self.comoment.tolist()}
@@ -175,12 +261,13 @@ class ImageMoments:
 class LatentStats:
     """Everything one latent variable (e.g. the posterior mode) contributes to the result."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, edges: torch.Tensor | None = None) -> None:
         self.channels = channels
         self.moments = Moments.empty((channels,))
         self.images = ImageMoments()
         self.min = torch.full((channels,), math.inf, dtype=torch.float64)
         self.max = torch.full((channels,), -math.inf, dtype=torch.float64)
+        self.histogram = None if edges is None else Histogram(edges, channels)
 
     @staticmethod
     def channel_rows(z: torch.Tensor) -> torch.Tensor:
@@ -195,6 +282,8 @@ class LatentStats:
         self.moments = self.moments.merge(Moments(*(t.cpu() for t in batch._fields())))
         self.min = torch.minimum(self.min, rows.amin(1).cpu())
         self.max = torch.maximum(self.max, rows.amax(1).cpu())
+        if self.histogram is not None:
+            self.histogram.update(rows)
         self.images.update(z)
 
     def merge(self, other: LatentStats) -> None:
@@ -204,44 +293,66 @@ class LatentStats:
         self.images.merge(other.images)
         self.min = torch.minimum(self.min, other.min)
         self.max = torch.maximum(self.max, other.max)
+        if self.histogram is not None and other.histogram is not None:
+            self.histogram.merge(other.histogram)
+        else:  # a state saved before histograms existed: the merged counts would be partial
+            self.histogram = None
 
     @property
     def num_elements(self) -> int:
         return int(self.moments.n.sum())
 
-    def summary(self) -> dict[str, Any]:
-        """Global and per-channel numbers; the factor's 95 % interval by the delta method."""
+    def beyond(self, scale: float, k: float) -> float | None:
+        """Fraction of scaled values z·scale outside ±k, from the histogram (linear within a bin)."""
+        if self.histogram is None or not scale > 0 or not self.num_elements:
+            return None
+        return float(self.histogram.count_beyond(k / scale, self.min, self.max).sum()) / self.num_elements
+
+    def summary(self, population: int | None = None) -> dict[str, Any]:
+        """Global and per-channel numbers; the factor's 95 % interval by the delta method.
+
+        With `population` (the data set's size) also the interval of the full-data value,
+        which a random subset of it estimates (see ImageMoments.factor_sd).
+        """
         total = self.moments.total().summary()
         std = total["std"]
         factor = 1 / std if std > 0 else math.nan
         sd = self.images.factor_sd()
-        n = self.moments.n
-        per_std = torch.sqrt(self.moments.m2 / torch.clamp(n - 1, min=1))
-        return {
+        per = self.moments.standardised()
+        out = {
             "scale_factor": factor,
             "scale_factor_ci95": [factor - Z95 * sd, factor + Z95 * sd],
             "std": std,
             "mean": total["mean"],
-            "rms": math.sqrt(std**2 * (self.num_elements - 1) / self.num_elements + total["mean"] ** 2)
-            if self.num_elements
-            else math.nan,
+            "rms": _rms(std, total["mean"], self.num_elements),
             "skew": total["skew"],
             "excess_kurtosis": total["excess_kurtosis"],
             "min": float(self.min.min()),
             "max": float(self.max.max()),
+            "beyond_1": self.beyond(factor, 1.0),
+            "beyond_3": self.beyond(factor, 3.0),
             "num_images": self.images.n,
             "num_elements": self.num_elements,
-            "per_channel": {"mean": self.moments.mean.tolist(), "std": per_std.tolist()},
+            "per_channel": {"mean": self.moments.mean.tolist(), "std": per["std"].tolist(),
+                            "min": self.min.tolist(), "max": self.max.tolist(),
+                            "skew": per["skew"].tolist(), "excess_kurtosis": per["excess_kurtosis"].tolist()},
         }
+        if population is not None:
+            sd_data = self.images.factor_sd(population)
+            out["scale_factor_ci95_dataset"] = [factor - Z95 * sd_data, factor + Z95 * sd_data]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "channels": self.channels,
             "moments": self.moments.to_dict(),
             "images": self.images.to_dict(),
             "min": self.min.tolist(),
             "max": self.max.tolist(),
         }
+        if self.histogram is not None:
+            d["histogram"] = self.histogram.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatentStats:
@@ -250,7 +361,13 @@ class LatentStats:
         out.images = ImageMoments.from_dict(d["images"])
         out.min = torch.tensor(d["min"], dtype=torch.float64)
         out.max = torch.tensor(d["max"], dtype=torch.float64)
+        out.histogram = Histogram.from_dict(d["histogram"]) if d.get("histogram") else None
         return out
+
+
+def _rms(std: float, mean: float, n: int) -> float:
+    """Uncentred root mean square from the ddof=1 std and the mean."""
+    return math.sqrt(std**2 * (n - 1) / n + mean**2) if n else math.nan
 
 
 class PosteriorStats:
@@ -261,11 +378,11 @@ class PosteriorStats:
     Deterministic encoders (σ is None) only have the mode.
     """
 
-    def __init__(self, channels: int, stochastic: bool) -> None:
+    def __init__(self, channels: int, stochastic: bool, edges: torch.Tensor | None = None) -> None:
         self.channels = channels
         self.stochastic = stochastic
-        self.mode = LatentStats(channels)
-        self.sample = LatentStats(channels) if stochastic else None
+        self.mode = LatentStats(channels, edges)
+        self.sample = LatentStats(channels, edges) if stochastic else None
         self.sigma2 = Moments.empty((channels,)) if stochastic else None
 
     def update(self, mu: torch.Tensor, sigma: torch.Tensor | None, eps: torch.Tensor | None) -> None:
@@ -289,17 +406,41 @@ class PosteriorStats:
     def num_images(self) -> int:
         return self.mode.images.n
 
-    def expected_sample(self) -> dict[str, float]:
-        mode = self.mode.summary()
-        n = self.mode.num_elements
-        mean_sigma2 = float((self.sigma2.mean * self.sigma2.n).sum()) / n if n else math.nan
-        std = math.sqrt(mode["std"] ** 2 + mean_sigma2)
-        return {"scale_factor": 1 / std, "std": std, "mean": mode["mean"]}
+    def realised(self, key: str) -> LatentStats:
+        """The latents actually seen for a posterior: expected_sample's realisation is the sample."""
+        return self.mode if key == "mode" or not self.stochastic else self.sample
 
-    def estimates(self) -> dict[str, dict[str, Any]]:
-        out = {"mode": self.mode.summary()}
+    def normalised(self, key: str, shift: torch.Tensor | float = 0.0,
+                   scale: torch.Tensor | float = 1.0) -> dict[str, float]:
+        """mean, ddof=1 std and rms over all elements of (z - shift) * scale, shift/scale per channel.
+
+        Exact from the per-channel moments; for expected_sample exact in expectation over ε:
+        E[M2] gains (1 - 1/N)·Σ scale²·σ² over the mode's M2.
+        """
+        moments = self.realised("mode" if key == "expected_sample" else key).moments.affine(shift, scale)
+        total = moments.total()
+        n = float(total.n)
+        m2 = float(total.m2)
+        if key == "expected_sample":
+            sum_sigma2 = self.sigma2.mean * self.sigma2.n * torch.as_tensor(scale, dtype=torch.float64) ** 2
+            m2 += (1 - 1 / n) * float(sum_sigma2.sum()) if n else 0.0
+        std = math.sqrt(m2 / (n - 1)) if n > 1 else math.nan
+        mean = float(total.mean)
+        return {"mean": mean, "std": std, "rms": _rms(std, mean, int(n))}
+
+    def expected_sample(self) -> dict[str, Any]:
+        """Global and per-channel numbers of μ + σε in expectation (per channel: Var(μ_c) + mean(σ_c²))."""
+        out = self.normalised("expected_sample")
+        m = self.mode.moments
+        per_var = m.m2 / torch.clamp(m.n - 1, min=1) + self.sigma2.mean
+        out["scale_factor"] = 1 / out["std"]
+        out["per_channel"] = {"mean": m.mean.tolist(), "std": torch.sqrt(per_var).tolist()}
+        return out
+
+    def estimates(self, population: int | None = None) -> dict[str, dict[str, Any]]:
+        out = {"mode": self.mode.summary(population)}
         if self.stochastic:
-            out["sample"] = self.sample.summary()
+            out["sample"] = self.sample.summary(population)
             out["expected_sample"] = self.expected_sample()
         return out
 

@@ -1,0 +1,168 @@
+"""Published factors: the registry, its extension by users, `known`, and the presets in configs/."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+import latent_scale
+from latent_scale.cli import main
+from latent_scale.errors import InputError
+from latent_scale.estimate import make_options
+from latent_scale.known import ENV_VAR, known_factors, lookup, read_registry
+from latent_scale.report import format_table
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.mark.parametrize("model, factor, shift", [
+    ("CompVis/stable-diffusion-v1-4", 0.18215, None),
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", 0.18215, None),
+    ("stabilityai/stable-diffusion-2-1", 0.18215, None),
+    ("stabilityai/stable-diffusion-xl-base-1.0", 0.13025, None),
+    ("stabilityai/stable-diffusion-3.5-large", 1.5305, 0.0609),
+    ("black-forest-labs/FLUX.1-dev", 0.3611, 0.1159),
+    ("mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers", 0.41407, None),
+])
+def test_published_values(model: str, factor: float, shift: float | None) -> None:
+    entry = lookup(model)
+    assert entry is not None and entry.scaling_factor == factor and entry.shift_factor == shift
+    assert lookup(model.upper() + "/") == entry  # case-insensitive, trailing slash tolerated
+
+
+@pytest.mark.parametrize("model, cls", [
+    ("Wan-AI/Wan2.1-T2V-14B-Diffusers", "AutoencoderKLWan"),
+    ("Qwen/Qwen-Image", "AutoencoderKLQwenImage"),
+    ("genmo/mochi-1-preview", "AutoencoderKLMochi"),
+])
+def test_per_channel_entries_match_the_diffusers_defaults(model: str, cls: str) -> None:
+    """The registry's per-channel constants are the ones diffusers ships as class defaults."""
+    import diffusers
+
+    params = inspect.signature(getattr(diffusers, cls).__init__).parameters
+    entry = lookup(model)
+    assert list(entry.latents_mean) == pytest.approx(list(params["latents_mean"].default), abs=0)
+    assert list(entry.latents_std) == pytest.approx(list(params["latents_std"].default), abs=0)
+
+
+def test_every_entry_has_a_source_and_values() -> None:
+    entries = known_factors()
+    assert len(entries) >= 7
+    for e in entries:
+        assert e.source.startswith("https://") and e.ids
+        assert (e.scaling_factor or 0) > 0 or (e.latents_mean and len(e.latents_mean) == len(e.latents_std))
+    ids = [i.lower() for e in entries for i in e.ids]
+    assert len(ids) == len(set(ids)), "an id is listed by two built-in entries"
+    assert lookup("someone/unknown-model") is None
+
+
+def write_registry(path: Path, model: str, factor: float) -> Path:
+    path.write_text(f'[[model]]\nname = "Mine"\nids = ["{model}"]\nscaling_factor = {factor}\n'
+                    f'source = "https://example.org/mine"\n')
+    return path
+
+
+def test_users_extend_and_override_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = write_registry(tmp_path / "mine.toml", "me/my-vae", 0.25)
+    assert lookup("me/my-vae") is None
+    assert lookup("me/my-vae", [mine]).scaling_factor == 0.25
+    override = write_registry(tmp_path / "override.toml", "CompVis/stable-diffusion-v1-4", 0.195)
+    monkeypatch.setenv(ENV_VAR, str(override))
+    assert lookup("CompVis/stable-diffusion-v1-4").scaling_factor == 0.195  # a later file wins
+    assert lookup("runwayml/stable-diffusion-v1-5").scaling_factor == 0.18215  # the rest of SD 1.x stays
+    monkeypatch.setattr("latent_scale.known._added", [])
+    latent_scale.add_registry(mine)
+    assert lookup("me/my-vae").scaling_factor == 0.25
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("not toml [", "not a readable TOML"),
+    ("x = 1\n", "no [[model]]"),
+    ('[[model]]\nname = "a"\nids = ["a/b"]\nsource = "s"\n', "needs scaling_factor"),
+    ('[[model]]\nname = "a"\nids = ["a/b"]\nsource = "s"\nscaling_factor = 1\nscale = 2\n', "unknown key"),
+    ('[[model]]\nname = "a"\nids = []\nsource = "s"\nscaling_factor = 1\n', "non-empty list of ids"),
+    ('[[model]]\nname = "a"\nids = ["a/b"]\nsource = "s"\nlatents_mean = [1.0]\nlatents_std = [1.0, 2.0]\n',
+     "same length"),
+])
+def test_malformed_registry_is_a_user_error(tmp_path: Path, text: str, needle: str,
+                                            capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(InputError, match=needle.replace("[", r"\[")):
+        read_registry(bad)
+    code, _, err = cli(["known", "--registry", str(bad)], capsys)
+    assert code == 2 and needle in err and str(bad) in err and "Traceback" not in err
+
+
+def test_known_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = cli(["known"], capsys)
+    assert code == 0
+    for needle in ("0.18215", "0.13025", "1.5305 shift 0.0609", "0.3611 shift 0.1159", "0.41407", "Wan 2.1"):
+        assert needle in out
+    code, out, _ = cli(["known", "--model", "black-forest-labs/FLUX.1-schnell"], capsys)
+    assert code == 0 and "0.3611" in out and "0.1159" in out and "github.com/black-forest-labs/flux" in out
+    code, out, _ = cli(["known", "--model", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "--json"], capsys)
+    assert code == 0 and len(json.loads(out)["latents_std"]) == 16
+    code, _, err = cli(["known", "--model", "me/nothing"], capsys)
+    assert code == 2 and "no published values for 'me/nothing'" in err and "Traceback" not in err
+    mine = write_registry(tmp_path / "mine.toml", "me/my-vae", 0.25)
+    code, out, _ = cli(["known", "--model", "me/my-vae", "--registry", str(mine)], capsys)
+    assert code == 0 and "0.25" in out
+
+
+def test_estimate_table_shows_the_published_value(vae_dir: Path, photo_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local folder is not a hub id, so register it as one: the table then names the published value."""
+    monkeypatch.setenv(ENV_VAR, str(write_registry(tmp_path / "r.toml", str(vae_dir), 0.5)))
+    r = latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, limit=6)
+    table = format_table(r)
+    assert f"0.5 (Mine); estimate / published = {r.scale_factor / 0.5:.4f}" in table
+    monkeypatch.delenv(ENV_VAR)
+    assert "published" not in format_table(r)
+
+
+# --- presets ------------------------------------------------------------------------------------------
+
+PRESETS = sorted(CONFIGS.glob("*.toml"))
+
+
+def test_the_required_presets_exist() -> None:
+    models = {make_options(config=str(p)).model for p in PRESETS}
+    assert {"CompVis/stable-diffusion-v1-4", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-xl-base-1.0",
+            "stabilityai/stable-diffusion-3-medium-diffusers", "black-forest-labs/FLUX.1-schnell",
+            "mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers"} <= models
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_preset_loads_and_names_the_published_value(path: Path) -> None:
+    opts = make_options(config=str(path))
+    preset = tomllib.loads(path.read_text())
+    assert preset["name"] and preset["notes"]
+    published = preset["published"]
+    assert published["scaling_factor"] > 0
+    entry = lookup(opts.model)  # the preset and the registry agree
+    assert entry is not None and entry.scaling_factor == published["scaling_factor"]
+    assert entry.shift_factor == published.get("shift_factor")
+
+
+def test_classic_preset_records_the_original_script() -> None:
+    preset = tomllib.loads((CONFIGS / "sd-v1-4-imagenette.toml").read_text())
+    assert preset["published"] == {"scaling_factor": 0.18215, "classic_script": 0.19503}
+    opts = make_options(config=str(CONFIGS / "sd-v1-4-imagenette.toml"))
+    assert (opts.data, opts.size, opts.posterior, opts.seed) == ("imagenette", 512, "sample", 0)

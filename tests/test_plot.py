@@ -1,0 +1,78 @@
+"""`plot`: per-channel histograms of the scaled latents; a clear message without matplotlib."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import latent_scale
+from latent_scale.cli import main
+from latent_scale.plot import channel_densities
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def result_json(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("result") / "r.json"
+    latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, output=str(path))
+    return path
+
+
+def test_plot_writes_an_image(result_json: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plots" / "hist.png"
+    code, stdout, err = cli(["plot", str(result_json), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert str(out) in stdout
+    with Image.open(out) as im:
+        assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_densities_are_normalised_histograms(result_json: Path) -> None:
+    """Each channel's density integrates to the share of values inside the edges, and its mean
+    (from bin centres) is the channel's scaled mean to within the bins' resolution."""
+    r = json.loads(result_json.read_text())
+    edges, density, outside = channel_densities(r)
+    widths = (edges[1:] - edges[:-1]).numpy()
+    centres = ((edges[1:] + edges[:-1]) / 2).numpy()
+    for c in range(density.shape[0]):
+        d = density[c].numpy()
+        assert (d * widths).sum() + float(outside[c]) == pytest.approx(1.0, abs=1e-12)
+        mean = (d * widths * centres).sum()
+        assert mean == pytest.approx(r["per_channel"]["mean"][c] * r["scale_factor"], abs=0.02)
+    assert np.all(density.numpy() >= 0)
+
+
+def test_plot_without_matplotlib_is_a_clear_error(result_json: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    code, _, err = cli(["plot", str(result_json), "-o", str(tmp_path / "h.png")], capsys)
+    assert code == 2 and "pip install 'latent-scale[plot]'" in err and "Traceback" not in err
+
+
+def test_plot_refuses_a_result_without_histogram(result_json: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("matplotlib")
+    r = json.loads(result_json.read_text())
+    for key in ("mode", "sample"):
+        r["state"][key].pop("histogram")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(r))
+    code, _, err = cli(["plot", str(old), "-o", str(tmp_path / "h.png")], capsys)
+    assert code == 2 and "no histogram" in err
+    code, _, err = cli(["plot", str(tmp_path / "missing.json"), "-o", str(tmp_path / "h.png")], capsys)
+    assert code == 2 and "does not exist" in err
