@@ -81,3 +81,23 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("photos")
     write_photos(path, 24)
     return path
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """Run the command line in-process: (exit code, stdout, stderr)."""
+    from latent_scale.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.fixture(scope="session")
+def result_json(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A result file of the tiny VAE on the photographs (32 px)."""
+    import latent_scale
+
+    path = tmp_path_factory.mktemp("result") / "r.json"
+    latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, output=str(path))
+    return path

@@ -10,23 +10,9 @@ import pytest
 from diffusers import AutoencoderKL
 
 import latent_scale
+from conftest import run_cli as cli
 from conftest import tiny_kl
-from latent_scale.cli import main
 from latent_scale.errors import InputError
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
-@pytest.fixture(scope="module")
-def result_json(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("result") / "r.json"
-    latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, output=str(path))
-    return path
 
 
 @pytest.fixture

@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from latent_scale.cli import main
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+from conftest import run_cli as cli
 
 
 def assert_user_error(code: int, err: str, *needles: str) -> None:

@@ -93,9 +93,13 @@ def test_shards_merge_to_the_unsharded_result(vae_dir: Path, photo_dir: Path, tm
     tiny_kl(seed=1).save_pretrained(other_vae)
     one_process(other_vae, photo_dir, shard="1/3", output=str(tmp_path / "other-model.json"))
     one_process(vae_dir, photo_dir, shard="1/3", size=40, output=str(tmp_path / "other-size.json"))
+    one_process(vae_dir, photo_dir, limit=6, output=str(tmp_path / "unsharded.json"))
+    one_process(vae_dir, photo_dir, limit=6, shard="1/2", output=str(tmp_path / "half.json"))
     for files, says in [(["s0.json", "other-model.json"], "model.source differs"),
                         (["s0.json", "other-size.json"], "recipe.size differs"),
-                        (["s0.json", "s1.json", "s1.json"], "shard 1/3 appears more than once")]:
+                        (["s0.json", "s1.json", "s1.json"], "shard 1/3 appears more than once"),
+                        (["unsharded.json", "unsharded.json"], "count images twice"),
+                        (["s0.json", "half.json"], "different splits")]:
         with pytest.raises(SystemExit) as e:
             main(["merge", *(str(tmp_path / f) for f in files), "-o", str(tmp_path / "bad.json")])
         err = capsys.readouterr().err

@@ -14,7 +14,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 import latent_scale
-from latent_scale.cli import main
+from conftest import run_cli as cli
 from latent_scale.errors import InputError
 from latent_scale.estimate import make_options
 from latent_scale.known import ENV_VAR, known_factors, lookup, read_registry
@@ -22,12 +22,6 @@ from latent_scale.report import format_table
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
-
-def cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.mark.parametrize("model, factor, shift", [

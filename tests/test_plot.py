@@ -10,23 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import latent_scale
-from latent_scale.cli import main
+from conftest import run_cli as cli
 from latent_scale.plot import channel_densities
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
-@pytest.fixture(scope="module")
-def result_json(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("result") / "r.json"
-    latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, output=str(path))
-    return path
 
 
 def test_plot_writes_an_image(result_json: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 import latent_scale
-from latent_scale.cli import main
+from conftest import run_cli
 from latent_scale.data import list_images, open_rgb, preprocess
 from latent_scale.errors import InputError
 from latent_scale.models import Encoder
@@ -112,13 +112,6 @@ def run(vae_dir: Path, data: Path | str, **kw) -> latent_scale.Result:
     return latent_scale.estimate(model=str(vae_dir), data=str(data), **kw)
 
 
-def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the CLI in this process; (exit code, stderr)."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    return e.value.code, capsys.readouterr().err
-
-
 def test_odd_but_valid_files_decode_to_the_right_pixels(tmp_path: Path) -> None:
     for name, (expected, tol) in odd_files(tmp_path).items():
         got = np.asarray(open_rgb(tmp_path / name), dtype=np.float64)
@@ -150,7 +143,7 @@ def test_strict_stops_at_the_first_bad_file_naming_it(vae_dir: Path, tmp_path: P
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     odd_files(tmp_path)
     (tmp_path / "zzz-broken.png").write_bytes(encoded("PNG", photo(5))[:300])
-    code, err = cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path), "--size", str(SIZE),
+    code, _, err = run_cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path), "--size", str(SIZE),
                      "--workers", "0", "--no-progress", "--strict"], capsys)
     assert code == 2
     assert "zzz-broken.png" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -212,9 +205,9 @@ def test_broken_tar_members_are_skipped(vae_dir: Path, tmp_path: Path, capsys: p
     assert r.std == pytest.approx(mu.std().item(), rel=1e-6)
 
     (tmp_path / "c.tar").write_bytes(zlib.compress(good[0]))  # not a plain tar
-    code, err = cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path / "c.tar")], capsys)
+    code, _, err = run_cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path / "c.tar")], capsys)
     assert code == 2 and "uncompressed tar" in err and "Traceback" not in err
-    code, err = cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path / "none-*.tar")], capsys)
+    code, _, err = run_cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path / "none-*.tar")], capsys)
     assert code == 2 and "holds no images" in err
 
 
@@ -277,9 +270,9 @@ def test_out_of_memory_halves_the_chunk_and_retries(vae_dir: Path, photo_dir: Pa
     fits["n"] = 0
     base = ["estimate", "--model", str(vae_dir), "--data", str(photo_dir), "--size", str(SIZE), "--workers", "0",
             "--no-progress"]
-    code, err = cli(base, capsys)
+    code, _, err = run_cli(base, capsys)
     assert code == 2 and "out of memory encoding a single" in err and "Traceback" not in err
-    code, err = cli([*base, "--chunk-size", "4"], capsys)
+    code, _, err = run_cli([*base, "--chunk-size", "4"], capsys)
     assert code == 2 and "smaller --chunk-size" in err and "Traceback" not in err
 
 
@@ -306,7 +299,7 @@ def test_pickle_with_a_payload_is_refused_and_never_runs(vae_dir: Path, tmp_path
     torch.save(weights, folder / "diffusion_pytorch_model.bin")  # a diffusers folder without safetensors
     for model, says in [(tmp_path / "vae.ckpt", "refusing"), (tmp_path / "vae.pt", "refusing"),
                         (folder, "could not load")]:
-        code, err = cli(["estimate", "--model", str(model), "--data", "samples", "--no-progress"], capsys)
+        code, _, err = run_cli(["estimate", "--model", str(model), "--data", "samples", "--no-progress"], capsys)
         assert code == 2 and says in err and "Traceback" not in err, err
         assert not marker.exists()
     with pytest.raises(InputError, match=r"Unsupported global: GLOBAL (io|builtins)\.open"):

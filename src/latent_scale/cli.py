@@ -187,13 +187,14 @@ def _warning(message, category, filename, lineno, file=None, line=None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (130 when interrupted)."""
-    warnings.showwarning = _warning
-    warnings.filterwarnings("ignore")  # library deprecation noise is not the user's business
-    warnings.filterwarnings("always", module=r"latent_scale(\.|$)")
     from diffusers.utils import logging as dlogging
 
     dlogging.set_verbosity_error()
-    try:
-        app(args=argv, prog_name="latent-scale")
-    finally:
-        distributed.shutdown()
+    with warnings.catch_warnings():  # scoped, so calling main() in-process leaks nothing
+        warnings.showwarning = _warning
+        warnings.filterwarnings("ignore")  # library deprecation noise is not the user's business
+        warnings.filterwarnings("always", module=r"latent_scale(\.|$)")
+        try:
+            app(args=argv, prog_name="latent-scale")
+        finally:
+            distributed.shutdown()

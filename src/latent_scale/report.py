@@ -316,10 +316,16 @@ def merge_results(results: list[dict[str, Any]]) -> Result:
     if not results:
         raise InputError("merge needs at least one result file")
     first = results[0]
-    shards = [r["run"].get("shard") for r in results]
+    shards = [s for r in results for s in r["run"].get("shards") or [r["run"].get("shard")]]
+    if len(shards) > 1 and None in shards:
+        raise InputError(f"result {shards.index(None) + 1} was not made with --shard i/n; "
+                         "merging it with others would count images twice")
     dupes = {s for s in shards if s is not None and shards.count(s) > 1}
     if dupes:
         raise InputError(f"shard {sorted(dupes)[0]} appears more than once; merge each shard once")
+    if len({s.split("/")[1] for s in shards if s}) > 1:
+        raise InputError(f"cannot merge shards of different splits ({', '.join(sorted(set(shards)))}); "
+                         "use the same n for every shard")
     stats = PosteriorStats.from_dict(first["state"])
     for r in results[1:]:
         diff = first_difference(first["model"], r["model"], "model") or first_difference(
