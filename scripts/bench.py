@@ -25,7 +25,8 @@ import torch
 
 
 def build_vae(arch: str, out: Path) -> Path:
-    """`sd`: the Stable Diffusion VAE architecture (f/8, 4 channels); `tiny`: f/2, for memory runs."""
+    """`sd`: the Stable Diffusion VAE architecture (f/8, 4 channels); `tiny`: f/2 without the
+    mid-block attention (quadratic in latent pixels), for memory runs with large latents."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
@@ -36,7 +37,7 @@ def build_vae(arch: str, out: Path) -> Path:
     else:
         vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
                             up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
-                            norm_num_groups=4, sample_size=64)
+                            norm_num_groups=4, sample_size=64, mid_block_add_attention=False)
     path = out / f"vae-{arch}"
     vae.save_pretrained(path)
     return path
@@ -62,6 +63,17 @@ def write_images(out: Path, count: int, size: int) -> Path:
         Image.fromarray(img[y:y + s, x:x + s]).convert("RGB").resize((side, side)).save(
             folder / f"{k:05d}.jpg", quality=90)
     return folder
+
+
+def encoder_flops(model: str, size: int) -> float:
+    """FLOPs of one encode of one image, counted once with torch's flop counter."""
+    from diffusers import AutoencoderKL
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vae = AutoencoderKL.from_pretrained(model).eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        vae.encode(torch.zeros(1, 3, size, size))
+    return float(counter.get_total_flops())
 
 
 def naive(model: str, data: str, size: int, limit: int, batch_size: int, workers: int, device: str) -> dict:
@@ -122,7 +134,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="sd", choices=["sd", "tiny"], help="VAE for the speed rows")
     p.add_argument("--size", type=int, default=256, help="image size for the speed rows")
-    p.add_argument("--images", type=int, default=48, help="N: images for the speed rows")
+    p.add_argument("--images", type=int, default=24, help="N: images for the speed rows")
     p.add_argument("--mem-images", type=int, default=64, help="N for the memory rows (tiny f/2 VAE, 512 px)")
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--device", default="cpu")
@@ -143,6 +155,7 @@ def main() -> None:
         tmp = Path(tmp)
         speed_model = build_vae(args.arch, tmp)
         speed_data = write_images(tmp, args.images, args.size)
+        encoder_flops_per_image = encoder_flops(str(speed_model), args.size)
         common = {"model": speed_model, "data": speed_data, "size": args.size, "limit": args.images,
                   "batch_size": args.batch_size, "device": args.device}
         nv = measure("naive", workers=4, **common)
@@ -172,7 +185,11 @@ def main() -> None:
     for kind, name, r in rows:
         print(f"| {kind} | {name} | {r['images']} | {r['seconds']:.1f} | {r['images'] / r['seconds']:.2f} | "
               f"{r['peak_rss_mb']:.0f} | {r['held_mb']:.1f} | {r['factor']:.5f} |")
-    print(f"\nspeed ratio, same settings: {nv['seconds'] / eq['seconds']:.2f}x; "
+    flops = encoder_flops_per_image
+    print(f"\nencoder: {flops / 1e9:.1f} GFLOP per {args.size}px image; achieved "
+          + ", ".join(f"{name.split(',')[0]} {flops * r['images'] / r['seconds'] / 1e12:.3f} TFLOP/s"
+                      for kind, name, r in rows if kind == "speed"))
+    print(f"speed ratio, same settings: {nv['seconds'] / eq['seconds']:.2f}x; "
           f"default workers: {nv['seconds'] / df['seconds']:.2f}x (latent-scale vs naive, >1 = faster)")
     full = [r for k, name, r in rows if k == "memory" and "latent-scale" in name][-1]
     for kind, name, r in rows:

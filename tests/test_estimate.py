@@ -123,3 +123,55 @@ def test_output_json_is_written_and_complete(vae_dir: Path, photo_dir: Path, tmp
         assert key in saved
     assert saved["references"] == {"sd1": 0.18215, "sdxl": 0.13025}
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_no_crop_keeps_the_aspect_ratio(vae_dir: Path, tmp_path: Path) -> None:
+    """--no-crop: resize the shorter side, trim each side to a multiple of 32, pool unequal images."""
+    from skimage import data
+    from torchvision.transforms import functional as F
+
+    sources = {"wide.png": data.astronaut()[:180], "tall.png": data.coffee()[:, :200], "square.png": data.rocket()}
+    for name, arr in sources.items():
+        Image.fromarray(arr).save(tmp_path / name)
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    rows = []
+    with torch.no_grad():
+        for name in sorted(sources):
+            img = F.resize(Image.open(tmp_path / name).convert("RGB"), SIZE, antialias=True)
+            w, h = img.size
+            x = F.normalize(F.to_tensor(F.center_crop(img, [h // 32 * 32, w // 32 * 32])), [0.5] * 3, [0.5] * 3)
+            mu = vae.encode(x[None]).latent_dist.mean.double()
+            rows.append(mu[0].reshape(mu.shape[1], -1))
+    ref = torch.cat(rows, dim=1)
+    r = run(vae_dir, tmp_path, crop=False, posterior="mode", batch_size=4)
+    assert r.num_images == 3 and r.num_elements == ref.numel()
+    assert len({row.shape[1] for row in rows}) == 3  # really three different latent sizes
+    assert r.scale_factor == pytest.approx(1 / ref.std().item(), rel=1e-6)
+    assert r.mean == pytest.approx(ref.mean().item(), rel=1e-6)
+    np.testing.assert_allclose(r.per_channel["std"], ref.std(1).numpy(), rtol=1e-6)
+    assert r.recipe["crop"] is False and r.latent_shape == [ref.shape[0]]
+
+
+def test_speed_is_reported_from_counted_flops(vae_dir: Path, photo_dir: Path) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        vae.encode(torch.zeros(1, 3, SIZE, SIZE))
+    r = run(vae_dir, photo_dir, limit=6)
+    assert r.run["encoder_gflop_per_image"] == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-9)
+    assert r.run["achieved_tflops"] == pytest.approx(
+        r.run["encoder_gflop_per_image"] * r.run["images_per_s"] / 1e3, rel=1e-9)
+    assert r.run["device_peak_tflops"] is None  # no published peak for a CPU
+
+
+def test_compile_gives_the_eager_result(vae_dir: Path, photo_dir: Path, reference: dict, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile (inductor's C++ backend on CPU, about 20 s): same numbers, first chunk eager for FLOPs."""
+    import tempfile
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # inductor's precompiled headers go there
+    r = run(vae_dir, photo_dir, compile=True, posterior="mode", batch_size=8)
+    assert r.run["compile"] and r.run["encoder_gflop_per_image"] > 0
+    assert r.scale_factor == pytest.approx(1 / reference["mode"].std().item(), rel=1e-6)

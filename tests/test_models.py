@@ -370,7 +370,8 @@ def test_single_file_with_its_config_beside_it(tmp_path: Path, built: Callable, 
     enc = load_model(str(tmp_path / "finetune.safetensors"), device="cpu")
     assert (enc.info["source_kind"], enc.info["class"]) == ("file", cls)
     x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
-    torch.testing.assert_close(enc(x)[0].double(), naive(vae, case, x)[0], rtol=0, atol=0)
+    # same weights; only float32 rounding differs (the tool runs channels_last)
+    torch.testing.assert_close(enc(x)[0].double(), naive(vae, case, x)[0], rtol=1e-4, atol=1e-5)
 
 
 def test_single_file_errors(tmp_path: Path, built: Callable) -> None:

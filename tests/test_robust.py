@@ -100,8 +100,10 @@ def broken_files(folder: Path) -> dict[str, str]:
 
 
 def mode_latents(vae_dir: Path, images: list[Image.Image], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The naive reference: classic preprocessing, one encode per image, keep every μ in float64."""
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval().to(dtype)
+    """The naive reference: classic preprocessing, one encode per image, keep every μ in float64.
+
+    channels_last as the tool uses it: in bfloat16 the memory layout changes the rounding."""
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval().to(dtype).to(memory_format=torch.channels_last)
     tf = preprocess(SIZE)
     with torch.no_grad():
         return torch.cat([vae.encode(tf(im)[None].to(dtype)).latent_dist.mean.double() for im in images])

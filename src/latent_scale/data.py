@@ -199,11 +199,24 @@ def order(num_images: int, seed: int, limit: int | None = None) -> list[int]:
     return perm if limit is None else perm[:limit]
 
 
-def preprocess(size: int) -> transforms.Compose:
-    """The classic recipe (named RECIPE in every result)."""
+class CenterCropToMultiple:
+    """--no-crop keeps the aspect ratio but trims each side to a multiple of `multiple` (at most
+    31 pixels), so every autoencoder (f/8 up to DC-AE's f/32) sees whole latent pixels."""
+
+    def __init__(self, multiple: int = 32) -> None:
+        self.multiple = multiple
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        m = self.multiple
+        return transforms.functional.center_crop(img, [max(m, h // m * m), max(m, w // m * m)])
+
+
+def preprocess(size: int, crop: bool = True) -> transforms.Compose:
+    """The classic recipe (named RECIPE in every result); crop=False keeps the aspect ratio."""
     return transforms.Compose([
         transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
-        transforms.CenterCrop(size),
+        transforms.CenterCrop(size) if crop else CenterCropToMultiple(),
         transforms.ToTensor(),
         transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
     ])
@@ -237,10 +250,10 @@ def open_rgb(path: str | Path | IO[bytes]) -> Image.Image:
 class ImageDataset(Dataset):
     """Yields (index, tensor, None) or (index, None, reason) so bad files never stop a worker."""
 
-    def __init__(self, paths: Sequence[str], positions: Sequence[int], size: int) -> None:
+    def __init__(self, paths: Sequence[str], positions: Sequence[int], size: int, crop: bool = True) -> None:
         self.paths = paths if isinstance(paths, ImageList) else ImageList(paths)
         self.positions = positions
-        self.transform = preprocess(size)
+        self.transform = preprocess(size, crop)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -263,15 +276,16 @@ def collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[st
 
 
 def loader(paths: Sequence[str], positions: Sequence[int], size: int, batch_size: int,
-           workers: int, pin_memory: bool) -> DataLoader:
-    """Batches in the given order; workers decode while the encoder runs."""
+           workers: int, pin_memory: bool, crop: bool = True) -> DataLoader:
+    """Batches in the given order; workers decode while the encoder runs. Uncropped images
+    differ in shape, so they go one by one."""
     return DataLoader(
-        ImageDataset(paths, positions, size),
-        batch_size=batch_size,
+        ImageDataset(paths, positions, size, crop),
+        batch_size=batch_size if crop else 1,
         shuffle=False,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=2 if workers > 0 else None,  # bounded memory: 2 batches per worker in flight
         persistent_workers=False,
     )

@@ -47,6 +47,7 @@ class Options:
     model: str = DEFAULT_MODEL
     data: str = "imagenette"
     size: int = 512
+    crop: bool = True
     posterior: str = "sample"
     seed: int = 0
     batch_size: int = 12
@@ -57,6 +58,7 @@ class Options:
     device: str = "auto"
     dtype: str = "auto"
     workers: int | None = None
+    compile: bool = False
     output: str | None = None
     checkpoint: str | None = None
     checkpoint_every: float = 60.0
@@ -92,7 +94,8 @@ class Options:
 
     def recipe(self, dtype: torch.dtype) -> dict[str, Any]:
         """What determines the numbers (compared by merge and resume), not how the work was split."""
-        return {"data": self.data, "size": self.size, "preprocess": RECIPE, "posterior": self.posterior,
+        return {"data": self.data, "size": self.size, "crop": self.crop, "preprocess": RECIPE,
+                "posterior": self.posterior,
                 "seed": self.seed, "limit": self.limit, "dtype": str(dtype).removeprefix("torch.")}
 
 
@@ -173,6 +176,8 @@ class Estimator:
         self.encoder, self.opts, self.run, self.paths = encoder, opts, run, paths
         self.run.chunk = run.chunk or (opts.batch_size if opts.chunk_size == "auto" else int(opts.chunk_size))
         self._float32: Encoder | None = None
+        self.flops_per_image: float | None = None
+        self.started = False
 
     def float32(self) -> Encoder:
         """The model loaded again in float32, on first need. Casting the low-precision encoder up
@@ -184,8 +189,18 @@ class Estimator:
         return self._float32
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One chunk; non-finite output in a low-precision dtype is re-encoded in float32."""
-        mu, sigma = self.encoder(x)
+        """One chunk; non-finite output in a low-precision dtype is re-encoded in float32.
+
+        The first chunk runs eagerly to count FLOPs (compiled kernels are invisible to the
+        counter; uncropped images differ in size, so they are not counted); --compile takes
+        effect from the second."""
+        if not self.started and self.opts.crop:
+            self.flops_per_image, (mu, sigma) = self.encoder.counted(x)
+        else:
+            mu, sigma = self.encoder(x)
+        if not self.started and self.opts.compile:
+            self.encoder.compile()
+        self.started = True
         finite = torch.isfinite(mu).all() and (sigma is None or torch.isfinite(sigma).all())
         if not finite and self.encoder.dtype != torch.float32:
             mu, sigma = self.float32()(x)
@@ -244,10 +259,28 @@ class Estimator:
                 if self.run.stats is None:
                     self.run.stats = PosteriorStats(mu.shape[1], self.encoder.stochastic,
                                                     histogram_edges_for(self.encoder.info))
-                    self.run.latent_shape = list(mu.shape[1:])
+                    self.run.latent_shape = list(mu.shape[1:]) if self.opts.crop else [mu.shape[1]]
                 eps = noise(index, mu.shape[1:], self.opts.seed).to(mu.device) if sigma is not None else None
                 self.run.stats.update(mu, sigma, eps)
         self.run.done += len(batch["index"]) + len(batch["errors"])
+
+
+# Dense bfloat16/float16 tensor-core peaks (TFLOP/s) by device name, for the fraction of peak achieved.
+PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0,
+               "RTX 4090": 165.2}
+
+
+def speed(encoder: Encoder, flops_per_image: float | None, images: int, seconds: float) -> dict[str, Any]:
+    """Images/s and achieved encoder TFLOP/s, against the device's peak where we know it."""
+    rate = images / seconds if seconds > 0 else None
+    tflops = flops_per_image * rate / 1e12 if flops_per_image and rate else None
+    peak = None
+    if encoder.device.type == "cuda" and encoder.dtype in (torch.bfloat16, torch.float16):
+        name = torch.cuda.get_device_name(encoder.device)
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return {"images_per_s": rate, "encoder_gflop_per_image": flops_per_image / 1e9 if flops_per_image else None,
+            "achieved_tflops": tflops, "device_peak_tflops": peak,
+            "fraction_of_peak": tflops / peak if tflops and peak else None}
 
 
 def _posterior_key(opts: Options, stats: PosteriorStats | None) -> str:
@@ -359,7 +392,7 @@ def estimate(model: str | None = None, data: str | None = None, *, config: str |
     est = Estimator(encoder, opts, run, paths)
     workers = opts.workers if opts.workers is not None else min(8, os.cpu_count() or 1, len(positions))
     batches = loader(paths, positions[run.done:], opts.size, opts.batch_size, workers,
-                     pin_memory=encoder.device.type == "cuda")
+                     pin_memory=encoder.device.type == "cuda", crop=opts.crop)
     stop_reason = None
     start = last_save = time.monotonic()
     bar = tqdm(total=len(positions), initial=run.done, unit="img", file=sys.stderr,
@@ -407,7 +440,8 @@ def estimate(model: str | None = None, data: str | None = None, *, config: str |
         run={"seconds": elapsed, "device": str(encoder.device), "world_size": world, "shard": opts.shard,
              "batch_size": opts.batch_size, "chunk_size": run.chunk, "workers": workers,
              "upcast_chunks": sum(part["upcast_chunks"] for part in parts), "stopped_early": stop_reason is not None,
-             "stop_reason": stop_reason, "images_per_s": stats.num_images / elapsed if elapsed > 0 else None},
+             "stop_reason": stop_reason, "compile": opts.compile,
+             **speed(encoder, est.flops_per_image, stats.num_images, elapsed)},
         latent_shape=next(part["latent_shape"] for part in parts if part["latent_shape"]),
     )
     if opts.output and rank == 0:

@@ -95,6 +95,20 @@ class Encoder:
             return out.mean, out.std
         return out, None
 
+    def counted(self, x: torch.Tensor) -> tuple[float, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Encode x under torch's FlopCounterMode: (FLOPs per image, the encoding), for TFLOP/s."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            out = self(x)
+        return counter.get_total_flops() / len(x), out
+
+    def compile(self) -> None:
+        """torch.compile the encoder half in place (the decoder is never run, so never compiled)."""
+        for name, child in self.vae.named_children():
+            if name not in DECODER_PARTS:
+                setattr(self.vae, name, torch.compile(child))
+
     def encode_parts(self) -> list[torch.nn.Module]:
         """The children encode() uses: all but DECODER_PARTS, so the decoder never costs device memory."""
         return [child for name, child in self.vae.named_children() if name not in DECODER_PARTS]
@@ -271,7 +285,7 @@ def load_model(
     vae.eval().requires_grad_(False)
     encoder = Encoder(vae, FAMILIES[class_name], torch.device("cpu"), torch.float32)
     encoder.to_dtype(dt)
-    encoder.to_device(dev, channels_last=dev.type == "cuda")
+    encoder.to_device(dev, channels_last=True)  # measured 1.2x faster on CPU too (scripts/bench.py)
     cfg = dict(vae.config)
     encoder.info = {
         "source": model,

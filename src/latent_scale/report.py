@@ -215,7 +215,8 @@ def format_table(r: dict[str, Any]) -> str:
     images = f"{r['num_images']}" + (f" of {size}" if subset else "")
     rows = [
         ("images", images + (f" ({len(r['skipped'])} skipped)" if r["skipped"] else "")),
-        ("latent shape", " × ".join(str(d) for d in r["latent_shape"])),
+        ("latent shape", " × ".join(str(d) for d in r["latent_shape"])
+         + (" channels, size varies (--no-crop)" if len(r["latent_shape"]) == 1 else "")),
         ("mean", _fmt(r["mean"])),
         ("std", _fmt(r["std"])),
         ("scale factor", f"{f:.5f} ± {(hi - lo) / 2:.5f} (95%, posterior {r['recipe']['posterior']})"),
@@ -245,6 +246,11 @@ def format_table(r: dict[str, Any]) -> str:
                               f"{dist['skew']:.3g}, excess kurtosis {dist['excess_kurtosis']:.3g}"))
     if r["run"].get("stop_reason"):
         rows.append(("stopped early", r["run"]["stop_reason"]))
+    if r["run"].get("images_per_s"):
+        tflops, peak = r["run"].get("achieved_tflops"), r["run"].get("fraction_of_peak")
+        rows.append(("speed", f"{r['run']['images_per_s']:.3g} images/s"
+                              + (f", encoder {tflops:.3g} TFLOP/s" if tflops else "")
+                              + (f" ({_pct(peak)} of {r['run']['device_peak_tflops']:g} peak)" if peak else "")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
