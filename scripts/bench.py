@@ -135,7 +135,8 @@ def main() -> None:
     p.add_argument("--arch", default="sd", choices=["sd", "tiny"], help="VAE for the speed rows")
     p.add_argument("--size", type=int, default=256, help="image size for the speed rows")
     p.add_argument("--images", type=int, default=24, help="N: images for the speed rows")
-    p.add_argument("--mem-images", type=int, default=64, help="N for the memory rows (tiny f/2 VAE, 512 px)")
+    p.add_argument("--mem-images", type=int, default=128, help="N for the memory rows (tiny f/2 VAE, 512 px)")
+    p.add_argument("--tol-images", type=int, default=3000, help="images for the --rel-tol rows (tiny VAE, 64 px)")
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--device", default="cpu")
     p.add_argument("--child", choices=["naive", "ours"], help=argparse.SUPPRESS)
@@ -161,7 +162,7 @@ def main() -> None:
         nv = measure("naive", workers=4, **common)
         eq = measure("ours", workers=4, **common)
         df = measure("ours", workers=None, **common)
-        rows.append(("speed", f"naive script (fp32, 4 workers), {args.arch} VAE {args.size}px", nv))
+        rows.append(("speed", f"naive script (fp32, 4 workers; {args.arch} VAE {args.size}px)", nv))
         rows.append(("speed", "latent-scale, same settings (4 workers)", eq))
         rows.append(("speed", "latent-scale, default workers", df))
         if args.device.startswith("cuda"):
@@ -175,9 +176,16 @@ def main() -> None:
                        "batch_size": args.batch_size, "device": args.device, "workers": 4}
             rows.append(("memory", f"naive script, tiny f/2 VAE 512px, {count} images", measure("naive", **mcommon)))
             rows.append(("memory", f"latent-scale, tiny f/2 VAE 512px, {count} images", measure("ours", **mcommon)))
+        bf16 = measure("ours", **{**mcommon, "limit": n, "dtype": "bfloat16"})
+        rows.append(("dtype", f"latent-scale bfloat16, tiny f/2 VAE 512px, {n} images", bf16))
+        tol_data = write_images(tmp, args.tol_images, 80)
+        tcommon = {"model": mem_model, "data": tol_data, "size": 64, "limit": args.tol_images,
+                   "batch_size": args.batch_size, "device": args.device}
+        full = measure("ours", **tcommon)
+        rows.append(("rel-tol", f"latent-scale full pass, tiny f/2 VAE 64px, {args.tol_images} images", full))
         for tol in (1e-2, 1e-3):
-            rows.append(("rel-tol", f"latent-scale --rel-tol {tol:g} (tiny VAE, up to {4 * n} images)",
-                         measure("ours", rel_tol=tol, **{**mcommon, "limit": 4 * n})))
+            rows.append(("rel-tol", f"latent-scale --rel-tol {tol:g}, same data",
+                         measure("ours", rel_tol=tol, **tcommon)))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}\n")
     print("| what | run | images | seconds | images/s | peak RSS MB | latents held MB | factor |")
@@ -187,13 +195,15 @@ def main() -> None:
               f"{r['peak_rss_mb']:.0f} | {r['held_mb']:.1f} | {r['factor']:.5f} |")
     flops = encoder_flops_per_image
     print(f"\nencoder: {flops / 1e9:.1f} GFLOP per {args.size}px image; achieved "
-          + ", ".join(f"{name.split(',')[0]} {flops * r['images'] / r['seconds'] / 1e12:.3f} TFLOP/s"
+          + ", ".join(f"{name} {flops * r['images'] / r['seconds'] / 1e12:.3f} TFLOP/s"
                       for kind, name, r in rows if kind == "speed"))
     print(f"speed ratio, same settings: {nv['seconds'] / eq['seconds']:.2f}x; "
           f"default workers: {nv['seconds'] / df['seconds']:.2f}x (latent-scale vs naive, >1 = faster)")
-    full = [r for k, name, r in rows if k == "memory" and "latent-scale" in name][-1]
+    fp32 = [r for k, name, r in rows if k == "memory" and "latent-scale" in name][0]
+    print(f"bfloat16 vs float32 factor (same {fp32['images']} images): {bf16['factor']:.6f} vs "
+          f"{fp32['factor']:.6f}, relative difference {bf16['factor'] / fp32['factor'] - 1:+.2e}")
     for kind, name, r in rows:
-        if kind == "rel-tol":
+        if kind == "rel-tol" and r is not full:
             print(f"{name}: {r['images']} images, {r['seconds']:.1f} s vs full pass {full['images']} images "
                   f"{full['seconds']:.1f} s; factor {r['factor']:.5f} vs {full['factor']:.5f}")
 

@@ -54,7 +54,8 @@ def estimate(
     model: str = typer.Option(
         "CompVis/stable-diffusion-v1-4",
         help="Hub id, diffusers folder (pipeline or VAE), or single .safetensors/.ckpt file."),
-    data: str = typer.Option("imagenette", help="imagenette, samples, an image folder, or a .txt list of paths."),
+    data: str = typer.Option(
+        "imagenette", help="imagenette, samples, an image folder, a .txt list of paths, or 'shards/*.tar'."),
     size: int = typer.Option(512, help="Resize the shorter side, then center crop to size×size."),
     crop: bool = typer.Option(True, help="Center crop to size×size; --no-crop keeps the aspect ratio (one by one)."),
     posterior: str = typer.Option("sample", help="sample, mode or expected_sample (all three are in the JSON)."),
