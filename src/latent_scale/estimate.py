@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import distributed
 from .data import RECIPE, list_images, loader, order
 from .errors import InputError, Interrupted
-from .models import Encoder, load_model, resolve_device, resolve_dtype
+from .models import Encoder, load_model
 from .report import Result, build_result, first_difference, histogram_edges_for, read_json, write_json
 from .stats import PosteriorStats
 
@@ -367,15 +367,8 @@ def estimate(model: str | None = None, data: str | None = None, *, config: str |
     rank, world = distributed.init()
     if opts.rel_tol is not None and world > 1:
         raise InputError("--rel-tol needs a single process; with torchrun use --limit")
-    device = distributed.device_for(opts.device, rank, world)
-    half = resolve_dtype(opts.dtype, resolve_device(device)) == torch.float16
     encoder = load_model(opts.model, subfolder=opts.subfolder, revision=opts.revision, variant=opts.variant,
-                         device=device, dtype="float32" if half else opts.dtype)
-    if half and encoder.info.get("force_upcast"):  # as diffusers' pipelines do
-        warnings.warn(f"{opts.model} sets force_upcast (it overflows in float16): encoding in float32",
-                      stacklevel=2)
-    elif half:
-        encoder.to_dtype(torch.float16)
+                         device=distributed.device_for(opts.device, rank, world), dtype=opts.dtype)
     if not encoder.stochastic and opts.posterior != "mode":
         warnings.warn(f"{encoder.info['class']} is deterministic: reporting the posterior mode", stacklevel=2)
     paths = list_images(opts.data, opts.cache_dir)
