@@ -294,9 +294,7 @@ def interval(run: Run, opts: Options) -> tuple[float, float]:
     if run.stats is None or run.stats.num_images < 2:
         return math.nan, math.nan
     key = _posterior_key(opts, run.stats)
-    s = getattr(run.stats, "mode" if key in ("mode", "expected_sample") else "sample").summary()
-    lo, hi = s["scale_factor_ci95"]
-    return s["scale_factor"], (hi - lo) / 2
+    return getattr(run.stats, "mode" if key in ("mode", "expected_sample") else "sample").factor_interval()
 
 
 class _StopSignals:

@@ -316,12 +316,11 @@ class LatentStats:
         """
         total = self.moments.total().summary()
         std = total["std"]
-        factor = 1 / std if std > 0 else math.nan
-        sd = self.images.factor_sd()
+        factor, half = self.factor_interval()
         per = self.moments.standardised()
         out = {
             "scale_factor": factor,
-            "scale_factor_ci95": [factor - Z95 * sd, factor + Z95 * sd],
+            "scale_factor_ci95": [factor - half, factor + half],
             "std": std,
             "mean": total["mean"],
             "rms": _rms(std, total["mean"], self.num_elements),
@@ -338,9 +337,14 @@ class LatentStats:
                             "skew": per["skew"].tolist(), "excess_kurtosis": per["excess_kurtosis"].tolist()},
         }
         if population is not None:
-            sd_data = self.images.factor_sd(population)
-            out["scale_factor_ci95_dataset"] = [factor - Z95 * sd_data, factor + Z95 * sd_data]
+            _, half_data = self.factor_interval(population)
+            out["scale_factor_ci95_dataset"] = [factor - half_data, factor + half_data]
         return out
+
+    def factor_interval(self, population: int | None = None) -> tuple[float, float]:
+        """The factor 1/std and its 95 % half-width: all the running check after each batch needs."""
+        std = self.moments.total().summary()["std"]
+        return (1 / std if std > 0 else math.nan), Z95 * self.images.factor_sd(population)
 
     def to_dict(self) -> dict[str, Any]:
         d = {
