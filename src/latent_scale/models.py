@@ -180,7 +180,7 @@ def _vae_component(index: dict[str, Any], where: str) -> str:
     return found[0]
 
 
-def _local_subfolder(root: Path, subfolder: str | None) -> str | None:
+def local_subfolder(root: Path, subfolder: str | None) -> str | None:
     """Where the autoencoder's config.json is in a local folder: --subfolder, the folder itself,
     the component its model_index.json names, or vae/."""
     if subfolder:
@@ -260,7 +260,7 @@ def load_model(
     else:
         if path.is_dir():
             source_kind = "folder"
-            sub = _local_subfolder(path, subfolder)
+            sub = local_subfolder(path, subfolder)
             where = path / sub / "config.json" if sub else path / "config.json"
             try:
                 config = _load_json(str(path), "config.json", sub, None, None)
@@ -303,11 +303,16 @@ def load_model(
         "config_latents_mean": _latent_norm(vae, cfg, "latents_mean"),
         "config_latents_std": _latent_norm(vae, cfg, "latents_std"),
         "force_upcast": cfg.get("force_upcast"),
-        "latent_channels": cfg.get("latent_channels") or cfg.get("z_dim"),  # Wan and Qwen-Image call it z_dim
+        "latent_channels": latent_channels(cfg),
         "stochastic": encoder.stochastic,
         "video": encoder.family.video,
     }
     return encoder
+
+
+def latent_channels(config: dict[str, Any]) -> int | None:
+    """The channel count a config declares (Wan and Qwen-Image call it z_dim)."""
+    return config.get("latent_channels") or config.get("z_dim")
 
 
 def _latent_norm(vae: torch.nn.Module, cfg: dict[str, Any], key: str) -> list[float] | None:

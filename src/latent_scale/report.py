@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,16 +147,16 @@ def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str,
     return result
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically: temp file in the same folder, fsync, rename. A crash leaves the old file or the new."""
-    path = Path(path)
+@contextmanager
+def _atomically(path: Path) -> Iterator[Path]:
+    """A temp file beside `path` for the block to fill; then fsync and rename it over `path`,
+    so a crash leaves the old file or the new one, never half of either."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -165,6 +167,12 @@ def write_json(path: Path, obj: Any) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically (see _atomically)."""
+    with _atomically(Path(path)) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: Path | str) -> dict[str, Any]:
@@ -276,7 +284,7 @@ def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: 
     Default is the global scaling_factor; shift/per_channel/rms pick another convention
     (see CONVENTIONS). Returns {"config": path, "backup": path, "written": {key: value}}.
     """
-    from .models import _local_subfolder
+    from .models import latent_channels, local_subfolder
 
     if sum((shift, per_channel, rms)) > 1:
         raise InputError("--shift, --per-channel and --rms are alternative conventions; pick one")
@@ -291,28 +299,22 @@ def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: 
         raise InputError(f"--to {to} does not exist; pass the folder that holds the VAE's config.json")
     if not folder.is_dir():
         raise InputError(f"--to {to} is a file; pass the folder that holds the VAE's config.json")
-    sub = _local_subfolder(folder, subfolder)
+    sub = local_subfolder(folder, subfolder)
     path = folder / sub / "config.json" if sub else folder / "config.json"
     config = read_json(path)
     want, have = r["model"].get("class"), config.get("_class_name")
     if want and have and want != have:
         raise InputError(f"the result was measured on a {want}, but {path} describes a {have}; "
                          "pass the folder of the model you measured")
-    channels = config.get("latent_channels", config.get("z_dim"))
+    channels = latent_channels(config)
     if channels is not None and channels != len(r["per_channel"]["mean"]):
         raise InputError(f"the result has {len(r['per_channel']['mean'])} latent channels, but {path} "
                          f"has {channels}; pass the folder of the model you measured")
     convention = "shift" if shift else "per_channel" if per_channel else "rms" if rms else "scale"
     written = normalisations(r)[convention]
     backup = path.with_name(path.name + ".bak")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{backup.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with _atomically(backup) as tmp:
         shutil.copy2(path, tmp)
-        os.replace(tmp, backup)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     write_json(path, {**config, **written})
     return {"config": path, "backup": backup, "written": written}
 
