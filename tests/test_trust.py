@@ -26,8 +26,9 @@ from torchvision import transforms
 
 import latent_scale
 from conftest import write_photos
+from latent_scale.conventions import config_normalisation
 from latent_scale.data import order
-from latent_scale.report import build_result, config_normalisation, histogram_edges_for
+from latent_scale.report import build_result, histogram_edges_for
 from latent_scale.stats import Histogram, LatentStats, Moments, PosteriorStats, histogram_edges
 
 Z95 = 1.959963984540054

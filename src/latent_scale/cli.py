@@ -13,10 +13,13 @@ from typing import Any
 import typer
 
 from . import distributed
+from .apply import apply_result
 from .errors import EXIT_INTERRUPTED, InputError, Interrupted
 from .estimate import estimate as run_estimate
+from .io import read_json, write_json
 from .known import known_factors, lookup
-from .report import apply_result, format_snippets, format_table, merge_results, read_json, write_json
+from .merge import merge_results
+from .report import format_snippets, format_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure the latent scale factor (and shift) of a diffusers autoencoder.")

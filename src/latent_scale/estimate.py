@@ -32,8 +32,10 @@ from tqdm import tqdm
 from . import distributed
 from .data import RECIPE, list_images, loader, order
 from .errors import InputError, Interrupted
+from .identity import first_difference
+from .io import read_json, write_json
 from .models import Encoder, load_model
-from .report import Result, build_result, first_difference, histogram_edges_for, read_json, write_json
+from .report import Result, build_result, histogram_edges_for
 from .stats import PosteriorStats
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"

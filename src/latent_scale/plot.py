@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .report import read_json
+from .io import read_json
 from .stats import LatentStats, PosteriorStats
 
 INSTALL_HINT = "pip install 'latent-scale[plot]'"

@@ -1,33 +1,19 @@
-"""The result: built from the merged statistics, shown as a table, saved as JSON, merged, applied."""
+"""The result: built from the merged statistics, and shown as a table."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import InputError
+from .conventions import CONVENTIONS, config_normalisation, normalisations
 from .known import lookup
 from .stats import PosteriorStats, histogram_edges
 
 SCHEMA = 1
 REFERENCES = {"sd1": 0.18215, "sdxl": 0.13025}
 NORMAL_BEYOND = {1: 0.31731, 3: 0.0026998}  # P(|X| > k) for X ~ N(0, 1)
-# How diffusers pipelines apply each convention (the snippet's comment, and apply's names).
-CONVENTIONS = {
-    "scale": "SD 1.x/2.x, SDXL: latents = z * scaling_factor",
-    "shift": "SD3, FLUX: latents = (z - shift_factor) * scaling_factor",
-    "per_channel": "SDXL-style/Mochi/Wan pipelines: latents = (z - latents_mean) * scaling_factor / latents_std",
-    "rms": "uncentred, no shift: mean((z * scaling_factor)^2) = 1",
-}
 
 
 class Result(dict):
@@ -60,45 +46,10 @@ def histogram_edges_for(info: dict[str, Any]) -> torch.Tensor:
     return histogram_edges(unit)
 
 
-def config_normalisation(info: dict[str, Any], channels: int) -> tuple[str, Any, Any] | None:
-    """(convention, shift, scale) such that the model's own pipelines feed (z - shift) * scale
-    to the diffusion model, per channel where the config has latents_mean/std; None if it says nothing."""
-    factor = info.get("config_scaling_factor")
-    mean, std = info.get("config_latents_mean"), info.get("config_latents_std")
-    if mean and std and len(mean) == len(std) == channels:
-        scale = (factor or 1.0) / torch.tensor(std, dtype=torch.float64)
-        return "per_channel", torch.tensor(mean, dtype=torch.float64), scale
-    if factor:
-        shift = info.get("config_shift_factor")
-        return ("shift" if shift else "scale"), shift or 0.0, factor
-    return None
-
-
 def _population(recipe: dict[str, Any], skipped: list[dict[str, str]]) -> int | None:
     """How many usable images a full pass would see (None when the data set's size is unknown)."""
     size = recipe.get("dataset_size")
     return None if size is None else size - len(skipped)
-
-
-def _sig(x: float, digits: int = 6) -> float:
-    """A config value to `digits` significant digits: far below the statistical error, easy to read."""
-    return float(f"{x:.{digits}g}")
-
-
-def normalisations(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every common way to normalise latents, as the config.json keys diffusers reads (see CONVENTIONS).
-
-    Per-channel sets scaling_factor to 1: pipelines divide by latents_std and then multiply by
-    scaling_factor, so anything else would not give unit variance.
-    """
-    per = r["per_channel"]
-    return {
-        "scale": {"scaling_factor": _sig(r["scale_factor"])},
-        "shift": {"scaling_factor": _sig(r["scale_factor"]), "shift_factor": _sig(r["shift_factor"])},
-        "per_channel": {"latents_mean": [_sig(m) for m in per["mean"]],
-                        "latents_std": [_sig(s) for s in per["std"]], "scaling_factor": 1.0},
-        "rms": {"scaling_factor": _sig(1 / r["rms"])},
-    }
 
 
 def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str, Any],
@@ -145,54 +96,6 @@ def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str,
     )
     result["normalisations"] = normalisations(result)
     return result
-
-
-@contextmanager
-def _atomically(path: Path) -> Iterator[Path]:
-    """A temp file beside `path` for the block to fill; then fsync and rename it over `path`,
-    so a crash leaves the old file or the new one, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically (see _atomically)."""
-    with _atomically(Path(path)) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def read_json(path: Path | str) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path} is not a readable JSON file ({e})") from None
-
-
-def first_difference(a: Any, b: Any, where: str = "") -> str | None:
-    """The first field (dotted path) where two nested dicts differ, described for the user."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            diff = first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
-            if diff:
-                return diff
-        return None
-    return None if a == b else f"{where} differs ({a!r} vs {b!r})"
 
 
 def _fmt(x: float | None, digits: int = 5) -> str:
@@ -271,80 +174,3 @@ def format_snippets(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _looks_like_hub_id(s: str) -> bool:
-    return re.fullmatch(r"[\w.-]+/[\w.-]+", s) is not None and not s.startswith(".")
-
-
-def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: bool = False,
-                 per_channel: bool = False, rms: bool = False, subfolder: str | None = None) -> dict[str, Any]:
-    """Write a result's normalisation into a local VAE folder's config.json.
-
-    Why: a mistyped factor silently ruins a training run, so the write is atomic, the old
-    config stays as config.json.bak, and a result from another class or channel count is refused.
-    Default is the global scaling_factor; shift/per_channel/rms pick another convention
-    (see CONVENTIONS). Returns {"config": path, "backup": path, "written": {key: value}}.
-    """
-    from .models import latent_channels, local_subfolder
-
-    if sum((shift, per_channel, rms)) > 1:
-        raise InputError("--shift, --per-channel and --rms are alternative conventions; pick one")
-    r = read_json(result) if isinstance(result, (str, Path)) else result
-    if "scale_factor" not in r or "per_channel" not in r:
-        raise InputError(f"{result if isinstance(result, (str, Path)) else 'the result'} is not a latent-scale result")
-    folder = Path(to).expanduser()
-    if not folder.exists():
-        if _looks_like_hub_id(str(to)):
-            raise InputError(f"--to {to} looks like a hub id; apply writes into a local folder: download it "
-                             f"(huggingface-cli download {to} --local-dir DIR) and pass DIR")
-        raise InputError(f"--to {to} does not exist; pass the folder that holds the VAE's config.json")
-    if not folder.is_dir():
-        raise InputError(f"--to {to} is a file; pass the folder that holds the VAE's config.json")
-    sub = local_subfolder(folder, subfolder)
-    path = folder / sub / "config.json" if sub else folder / "config.json"
-    config = read_json(path)
-    want, have = r["model"].get("class"), config.get("_class_name")
-    if want and have and want != have:
-        raise InputError(f"the result was measured on a {want}, but {path} describes a {have}; "
-                         "pass the folder of the model you measured")
-    channels = latent_channels(config)
-    if channels is not None and channels != len(r["per_channel"]["mean"]):
-        raise InputError(f"the result has {len(r['per_channel']['mean'])} latent channels, but {path} "
-                         f"has {channels}; pass the folder of the model you measured")
-    convention = "shift" if shift else "per_channel" if per_channel else "rms" if rms else "scale"
-    written = normalisations(r)[convention]
-    backup = path.with_name(path.name + ".bak")
-    with _atomically(backup) as tmp:
-        shutil.copy2(path, tmp)
-    write_json(path, {**config, **written})
-    return {"config": path, "backup": backup, "written": written}
-
-
-def merge_results(results: list[dict[str, Any]]) -> Result:
-    """Combine shard results exactly; refuse different models or recipes, naming the field."""
-    if not results:
-        raise InputError("merge needs at least one result file")
-    first = results[0]
-    shards = [s for r in results for s in r["run"].get("shards") or [r["run"].get("shard")]]
-    if len(shards) > 1 and None in shards:
-        raise InputError(f"result {shards.index(None) + 1} was not made with --shard i/n; "
-                         "merging it with others would count images twice")
-    dupes = {s for s in shards if s is not None and shards.count(s) > 1}
-    if dupes:
-        raise InputError(f"shard {sorted(dupes)[0]} appears more than once; merge each shard once")
-    if len({s.split("/")[1] for s in shards if s}) > 1:
-        raise InputError(f"cannot merge shards of different splits ({', '.join(sorted(set(shards)))}); "
-                         "use the same n for every shard")
-    stats = PosteriorStats.from_dict(first["state"])
-    for r in results[1:]:
-        diff = first_difference(first["model"], r["model"], "model") or first_difference(
-            first["recipe"], r["recipe"], "recipe")
-        if diff:
-            raise InputError(f"cannot merge: {diff}")
-        stats.merge(PosteriorStats.from_dict(r["state"]))
-    seconds = sum(r["run"].get("seconds") or 0 for r in results)
-    run = {"merged_from": len(results), "shards": shards, "seconds": seconds,
-           "upcast_chunks": sum(r["run"].get("upcast_chunks", 0) for r in results),
-           "stopped_early": any(r["run"].get("stopped_early") for r in results), "stop_reason": None}
-    return build_result(stats, first["model"], {k: v for k, v in first["recipe"].items() if k != "posterior"},
-                        [s for r in results for s in r["skipped"]], first["recipe"]["posterior"], run,
-                        first["latent_shape"])
