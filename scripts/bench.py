@@ -81,7 +81,7 @@ def naive(model: str, data: str, size: int, limit: int, batch_size: int, workers
     from diffusers import AutoencoderKL
     from torch.utils.data import DataLoader
 
-    from latent_scale.data import list_images, open_rgb, preprocess
+    from latent_scale.sources.images import list_images, open_rgb, preprocess
 
     vae = AutoencoderKL.from_pretrained(model).to(device).eval()
     tf = preprocess(size)

@@ -17,7 +17,7 @@ import torch
 import latent_scale
 from conftest import tiny_kl
 from latent_scale.cli import main
-from latent_scale.data import list_images
+from latent_scale.sources.images import list_images
 from latent_scale.errors import InputError
 
 SIZE = 32
@@ -126,7 +126,7 @@ def test_sigterm_then_sigkill_then_resume_equals_uninterrupted(vae_dir: Path, ph
                                                                tmp_path: Path) -> None:
     """SIGTERM saves and exits 130; SIGKILL loses at most the batches since the last periodic save;
     each --resume continues, and the final result is the uninterrupted one with the same image count."""
-    images = list_images(str(photo_dir))
+    images = list_images(str(photo_dir))[0]
     listing = tmp_path / "many.txt"
     listing.write_text("\n".join(images * 10))  # 240 images: a run of a few seconds
     ckpt, out = tmp_path / "state.json", tmp_path / "resumed.json"

@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # Python 3.10
 import latent_scale
 from conftest import run_cli as cli
 from latent_scale.errors import InputError
-from latent_scale.estimate import make_options
+from latent_scale.options import make_options
 from latent_scale.known import ENV_VAR, known_factors, lookup, read_registry
 from latent_scale.report import format_table
 
@@ -79,9 +79,9 @@ def test_users_extend_and_override_the_registry(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv(ENV_VAR, str(override))
     assert lookup("CompVis/stable-diffusion-v1-4").scaling_factor == 0.195  # a later file wins
     assert lookup("runwayml/stable-diffusion-v1-5").scaling_factor == 0.18215  # the rest of SD 1.x stays
-    monkeypatch.setattr("latent_scale.known._added", [])
-    latent_scale.add_registry(mine)
+    latent_scale.add_registry(mine)  # appends to $LATENT_SCALE_KNOWN, which monkeypatch restores
     assert lookup("me/my-vae").scaling_factor == 0.25
+    assert lookup("CompVis/stable-diffusion-v1-4").scaling_factor == 0.195  # earlier entries stay
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -22,13 +22,13 @@ import torch
 import latent_scale
 from conftest import write_photos
 from latent_scale.cli import main
-from latent_scale.data import open_rgb, preprocess
+from latent_scale.sources.images import open_rgb, preprocess
 from latent_scale.errors import InputError
 from latent_scale.models import DECODER_PARTS, FAMILIES, Encoder, load_model
 
 SIZE = 32
 TOL = 1e-6
-estimate_module = importlib.import_module("latent_scale.estimate")
+pipeline_module = importlib.import_module("latent_scale.pipeline")
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def test_estimate_equals_naive_reference(case: Case, built: Callable, photos: Pa
             watch(case.inner(enc.vae), "inner")
         return enc
 
-    monkeypatch.setattr(estimate_module, "load_model", load_and_watch)
+    monkeypatch.setattr(pipeline_module, "load_model", load_and_watch)
     r = latent_scale.estimate(model=str(path), data=str(photos), size=SIZE, batch_size=4, workers=0,
                               progress=False, posterior="mode")
 

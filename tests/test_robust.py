@@ -20,7 +20,7 @@ from PIL import Image
 
 import latent_scale
 from conftest import run_cli
-from latent_scale.data import list_images, open_rgb, preprocess
+from latent_scale.sources.images import list_images, open_rgb, preprocess
 from latent_scale.errors import InputError
 from latent_scale.models import Encoder
 
@@ -158,7 +158,7 @@ def add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def test_tar_shards_equal_the_same_photos_in_a_folder(vae_dir: Path, photo_dir: Path, tmp_path: Path) -> None:
-    files = list_images(str(photo_dir))
+    files = list_images(str(photo_dir))[0]
     shards = tmp_path / "shards"
     shards.mkdir()
     for k, part in enumerate((files[:10], files[10:])):  # shard order, then member order = folder order
@@ -167,7 +167,7 @@ def test_tar_shards_equal_the_same_photos_in_a_folder(vae_dir: Path, photo_dir: 
                 key = f"{k:02d}{i:04d}"
                 add(tf, f"{key}.cls", b"3")  # WebDataset siblings of an image are ignored
                 add(tf, f"{key}.png", Path(f).read_bytes())
-    ids = list_images(str(shards / "*.tar"))
+    ids = list_images(str(shards / "*.tar"))[0]
     assert len(ids) == 24 and ids[0].endswith("train-000000.tar::000000.png")
     for kw in ({}, {"shard": "1/2"}):
         from_tar, from_folder = run(vae_dir, shards / "*.tar", **kw), run(vae_dir, photo_dir, **kw)

@@ -27,7 +27,7 @@ from torchvision import transforms
 import latent_scale
 from conftest import write_photos
 from latent_scale.conventions import config_normalisation
-from latent_scale.data import order
+from latent_scale.sources.base import order
 from latent_scale.report import build_result, histogram_edges_for
 from latent_scale.stats import Histogram, LatentStats, Moments, PosteriorStats, histogram_edges
 

@@ -1,14 +1,25 @@
-"""latent-scale: the latent scale factor (and shift) of an image autoencoder, measured exactly."""
+"""latent-scale: the latent scale factor (and shift) of an image autoencoder, measured exactly.
 
-__version__ = "0.1.0"
+The API is loaded on first use (PEP 562), so `import latent_scale` and the CLI's --help stay fast.
+"""
 
-from .apply import apply_result  # noqa: E402
-from .conventions import normalisations  # noqa: E402
-from .estimate import Options, estimate  # noqa: E402
-from .known import Published, add_registry, known_factors, lookup  # noqa: E402
-from .merge import merge_results  # noqa: E402
-from .plot import plot_result  # noqa: E402
-from .report import Result, format_snippets  # noqa: E402
+from __future__ import annotations
 
-__all__ = ["Options", "Published", "Result", "add_registry", "apply_result", "estimate", "format_snippets",
-           "known_factors", "lookup", "merge_results", "normalisations", "plot_result", "__version__"]
+import importlib
+from typing import Any
+
+from .version import __version__ as __version__
+
+_API = {
+    "Options": "options", "estimate": "pipeline", "Result": "report", "format_snippets": "report",
+    "apply_result": "apply", "normalisations": "conventions", "merge_results": "merge",
+    "Published": "known", "add_registry": "known", "known_factors": "known", "lookup": "known",
+    "plot_result": "plot", "register_family": "models", "register_source": "sources",
+}
+__all__ = sorted([*_API, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'latent_scale' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_API[name]}", __name__), name)

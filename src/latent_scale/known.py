@@ -22,7 +22,6 @@ from .errors import InputError
 
 BUILTIN = Path(__file__).with_name("known_factors.toml")
 ENV_VAR = "LATENT_SCALE_KNOWN"
-_added: list[Path] = []
 
 
 @dataclass(frozen=True)
@@ -77,15 +76,19 @@ def read_registry(path: str | Path) -> list[Published]:
 
 
 def add_registry(path: str | Path) -> None:
-    """Add a registry file for this process (validated now, so a bad file fails early)."""
+    """Add a registry file for this process and its children (validated now, so a bad file fails
+    early). It goes into $LATENT_SCALE_KNOWN, the one visible place extra registries are listed."""
     read_registry(path)
-    _added.append(Path(path))
+    os.environ[ENV_VAR] = os.pathsep.join([*_env_registries(), str(path)])
+
+
+def _env_registries() -> list[str]:
+    return [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
 
 
 def known_factors(registry: Iterable[str | Path] = ()) -> list[Published]:
-    """Every entry: the built-in file, then $LATENT_SCALE_KNOWN, add_registry() files and `registry`."""
-    env = [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
-    return [entry for path in [BUILTIN, *env, *_added, *registry] for entry in read_registry(path)]
+    """Every entry: the built-in file, then $LATENT_SCALE_KNOWN (add_registry() adds to it), then `registry`."""
+    return [entry for path in [BUILTIN, *_env_registries(), *registry] for entry in read_registry(path)]
 
 
 def lookup(model: str, registry: Iterable[str | Path] = ()) -> Published | None:
@@ -95,3 +98,27 @@ def lookup(model: str, registry: Iterable[str | Path] = ()) -> Published | None:
         if key in (i.lower() for i in entry.ids):
             return entry
     return None
+
+
+def summary_table(entries: list[Published]) -> str:
+    """One line per entry: name, published values, an example id, the source."""
+    rows = [("model", "published", "e.g. id", "source")]
+    for e in entries:
+        values = "latents_mean/std" if e.scaling_factor is None else f"{e.scaling_factor:g}"
+        values += f" shift {e.shift_factor:g}" if e.shift_factor is not None else ""
+        values += " + latents_mean/std" if e.scaling_factor is not None and e.latents_mean else ""
+        rows.append((e.name, values, e.ids[0], e.source))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+                     for row in rows)
+
+
+def describe(entry: Published) -> str:
+    """Every field of one entry, one per line."""
+    rows = [("name", entry.name), ("ids", ", ".join(entry.ids))]
+    for key in ("scaling_factor", "shift_factor", "latents_mean", "latents_std"):
+        value = getattr(entry, key)
+        if value is not None:
+            rows.append((key, ", ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"))
+    rows += [("source", entry.source)] + ([("notes", entry.notes)] if entry.notes else [])
+    return "\n".join(f"{k:<14}  {v}" for k, v in rows)

@@ -10,6 +10,7 @@ import torch
 from .conventions import CONVENTIONS, config_normalisation, normalisations
 from .known import lookup
 from .stats import PosteriorStats, histogram_edges
+from .version import __version__
 
 SCHEMA = 1
 REFERENCES = {"sd1": 0.18215, "sdxl": 0.13025}
@@ -28,8 +29,6 @@ class Result(dict):
 
 def versions() -> dict[str, str]:
     import diffusers
-
-    from . import __version__
 
     return {"latent_scale": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__}
 
@@ -59,8 +58,8 @@ def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str,
     population = _population(recipe, skipped)
     estimates = stats.estimates(population)
     chosen = estimates[posterior]
-    main = estimates["mode" if posterior == "expected_sample" else posterior]  # its interval
-    seen = estimates["sample" if posterior == "expected_sample" else posterior]  # its realised latents
+    main = estimates[stats.base_key(posterior)]  # its interval
+    seen = estimates[stats.realised_key(posterior)]  # its realised latents
 
     def rescaled(ci: list[float]) -> list[float]:  # expected_sample: the mode's relative width
         return [chosen["scale_factor"] * c / main["scale_factor"] for c in ci]
@@ -96,6 +95,24 @@ def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str,
     )
     result["normalisations"] = normalisations(result)
     return result
+
+
+# Dense bfloat16/float16 tensor-core peaks (TFLOP/s) by device name, for the fraction of peak achieved.
+PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0,
+               "RTX 4090": 165.2}
+
+
+def speed(encoder: Any, flops_per_image: float | None, images: int, seconds: float) -> dict[str, Any]:
+    """Images/s and achieved encoder TFLOP/s, against the device's peak where we know it."""
+    rate = images / seconds if seconds > 0 else None
+    tflops = flops_per_image * rate / 1e12 if flops_per_image and rate else None
+    peak = None
+    if encoder.device.type == "cuda" and encoder.dtype in (torch.bfloat16, torch.float16):
+        name = torch.cuda.get_device_name(encoder.device)
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return {"images_per_s": rate, "encoder_gflop_per_image": flops_per_image / 1e9 if flops_per_image else None,
+            "achieved_tflops": tflops, "device_peak_tflops": peak,
+            "fraction_of_peak": tflops / peak if tflops and peak else None}
 
 
 def _fmt(x: float | None, digits: int = 5) -> str:

@@ -126,13 +126,20 @@ class Histogram:
     def __init__(self, edges: torch.Tensor, channels: int) -> None:
         self.edges = edges.to(torch.float64).cpu()
         self.counts = torch.zeros((channels, len(edges) + 1), dtype=torch.int64)
+        self._lookup: dict[torch.device, _SlotLookup] = {}
 
     def update(self, rows: torch.Tensor) -> None:
         """rows: (C, values) on any device."""
         slots = self.counts.shape[1]
-        idx = torch.bucketize(rows.contiguous(), self.edges.to(rows.device), right=True)
+        idx = self.slots(rows.contiguous())
         idx = idx + torch.arange(rows.shape[0], device=rows.device)[:, None] * slots
         self.counts += torch.bincount(idx.flatten(), minlength=self.counts.numel()).view_as(self.counts).cpu()
+
+    def slots(self, x: torch.Tensor) -> torch.Tensor:
+        """torch.bucketize(x, edges, right=True), the same integers, ~10x cheaper (see _SlotLookup)."""
+        if x.device not in self._lookup:
+            self._lookup[x.device] = _SlotLookup(self.edges.to(x.device))
+        return self._lookup[x.device](x)
 
     def merge(self, other: Histogram) -> None:
         if not torch.equal(self.edges, other.edges):
@@ -159,6 +166,42 @@ class Histogram:
         out = cls(torch.tensor(d["edges"], dtype=torch.float64), len(d["counts"]))
         out.counts = torch.tensor(d["counts"], dtype=torch.int64)
         return out
+
+
+class _SlotLookup:
+    """Exact bucketize without a binary search per value (35 ns/value on CPU, mostly mispredicted
+    branches): a uniform grid over [edges[0], edges[-1]] with cells no wider than the narrowest bin
+    gives each value a guess within an edge or two, then whole-tensor steps move every guess up
+    while x >= edges[g] and down while x < edges[g-1]. The answer is fixed by those two
+    comparisons alone, so it equals bucketize's whatever the grid's rounding."""
+
+    MAX_CELLS = 1 << 16
+
+    def __init__(self, edges: torch.Tensor) -> None:
+        self.edges = edges
+        nan = torch.full((1,), math.nan, dtype=edges.dtype, device=edges.device)
+        self.above = torch.cat([edges, nan])  # above[g] = edges[g]; nan: slot len(edges) never moves up
+        self.below = torch.cat([nan, edges])  # below[g] = edges[g-1]; nan: slot 0 never moves down
+        span = float(edges[-1] - edges[0]) if len(edges) else 0.0
+        gap = float(torch.diff(edges).min()) if len(edges) > 1 else 0.0
+        gridded = gap > 0 and math.isfinite(span)
+        self.cells = math.ceil(min(self.MAX_CELLS, span / gap)) if gridded else 1
+        self.lo = float(edges[0]) if len(edges) else 0.0
+        self.inv = self.cells / span if gridded else 0.0
+        starts = self.lo + torch.arange(self.cells, dtype=edges.dtype, device=edges.device) * (span / self.cells)
+        self.guess = torch.bucketize(starts, edges, right=True)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        cell = (x - self.lo).mul_(self.inv).clamp_(0, self.cells - 1)
+        if not math.isfinite(float(cell.sum())):  # NaN (bucketize puts it last): not worth a special path
+            return torch.bucketize(x, self.edges, right=True)
+        flat = x.reshape(-1)
+        g = self.guess.index_select(0, cell.view(-1).long())  # index_select: 4x cheaper than g[...]
+        while (up := flat >= self.above.index_select(0, g)).any():
+            g += up
+        while (down := flat < self.below.index_select(0, g)).any():
+            g -= down.long()
+        return g.view_as(x)
 
 
 def _interp(x: float, xs: torch.Tensor, ys: torch.Tensor) -> float:
@@ -410,9 +453,28 @@ class PosteriorStats:
     def num_images(self) -> int:
         return self.mode.images.n
 
+    def key(self, posterior: str) -> str:
+        """The posterior actually reported: deterministic encoders only have the mode."""
+        return posterior if self.stochastic else "mode"
+
+    def realised_key(self, key: str) -> str:
+        """The posterior rule, part 1: which latents were actually seen; expected_sample's are the sample's."""
+        return "mode" if self.key(key) == "mode" else "sample"
+
+    def base_key(self, key: str) -> str:
+        """The posterior rule, part 2: whose moments a posterior's numbers are built from. expected_sample
+        is exact from the mode's moments plus mean(σ²), and takes the mode's per-image interval."""
+        return "mode" if self.key(key) in ("mode", "expected_sample") else "sample"
+
     def realised(self, key: str) -> LatentStats:
-        """The latents actually seen for a posterior: expected_sample's realisation is the sample."""
-        return self.mode if key == "mode" or not self.stochastic else self.sample
+        return getattr(self, self.realised_key(key))
+
+    def base(self, key: str) -> LatentStats:
+        return getattr(self, self.base_key(key))
+
+    def interval(self, key: str) -> tuple[float, float]:
+        """Running factor and 95 % half-width for a posterior: all the check after each batch needs."""
+        return self.base(key).factor_interval()
 
     def normalised(self, key: str, shift: torch.Tensor | float = 0.0,
                    scale: torch.Tensor | float = 1.0) -> dict[str, float]:
@@ -421,7 +483,7 @@ class PosteriorStats:
         Exact from the per-channel moments; for expected_sample exact in expectation over ε:
         E[M2] gains (1 - 1/N)·Σ scale²·σ² over the mode's M2.
         """
-        moments = self.realised("mode" if key == "expected_sample" else key).moments.affine(shift, scale)
+        moments = self.base(key).moments.affine(shift, scale)
         total = moments.total()
         n = float(total.n)
         m2 = float(total.m2)

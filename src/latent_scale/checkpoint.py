@@ -1,0 +1,82 @@
+"""Checkpoints: what must match to continue (fingerprint), saving, resuming, and stopping on signals."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .identity import first_difference
+from .io import read_json, write_json
+from .loop import Run
+
+KIND = "latent-scale-checkpoint"
+
+
+class Checkpoint:
+    """One process's checkpoint file; saved every `every` seconds, on a signal and at the end."""
+
+    def __init__(self, path: Path, fingerprint: dict[str, Any], every: float) -> None:
+        self.path, self.fingerprint, self.every = path, fingerprint, every
+        self.last_save = time.monotonic()
+
+    @classmethod
+    def for_rank(cls, path: str | None, rank: int, world: int, fingerprint: dict[str, Any],
+                 every: float) -> Checkpoint | None:
+        if not path:
+            return None
+        p = Path(path)
+        return cls(p if world == 1 else p.with_name(f"{p.name}.rank{rank}-of-{world}"), fingerprint, every)
+
+    def resume(self) -> Run | None:
+        """The saved run, when its fingerprint matches this one; None when there is no file yet."""
+        if not self.path.exists():
+            warnings.warn(f"no checkpoint at {self.path} yet: starting from the first unit", stacklevel=2)
+            return None
+        saved = read_json(self.path)
+        if not isinstance(saved, dict) or saved.get("kind") != KIND:
+            raise InputError(f"{self.path} is not a latent-scale checkpoint")
+        diff = first_difference(saved.get("fingerprint"), self.fingerprint)
+        if diff:
+            raise InputError(f"cannot resume from {self.path}: {diff}; use another --checkpoint or the original "
+                             "options")
+        return Run.from_dict(saved["run"])
+
+    def save(self, run: Run) -> None:
+        write_json(self.path, {"kind": KIND, "fingerprint": self.fingerprint, "run": run.to_dict()})
+        self.last_save = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_save > self.every
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM ask the loop to stop after the current batch, so the saved state is
+    always whole; a second signal stops at once (the last save stands)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise ForceQuit
+        self.requested = True
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+class ForceQuit(KeyboardInterrupt):
+    """A second Ctrl-C: leave now without saving a half-updated state."""

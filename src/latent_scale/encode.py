@@ -1,0 +1,89 @@
+"""Pixels -> posterior (μ, σ | None), in chunks that survive out-of-memory and low-precision overflow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .errors import InputError
+from .models import Encoder
+
+Posterior = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA and CPU allocation failures (torch raises either OutOfMemoryError or a RuntimeError)."""
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError) and ("out of memory" in str(e) or "can't allocate memory" in str(e))
+    )
+
+
+class ChunkedEncoder:
+    """Encodes a batch in chunks: on out-of-memory halves the chunk and retries the same units; a
+    non-finite chunk in a low-precision dtype is encoded again by a true float32 twin of the model."""
+
+    def __init__(self, encoder: Encoder, float32: Callable[[], Encoder], chunk: int, auto: bool,
+                 count_flops: bool, compile: bool) -> None:
+        self.encoder, self._load_float32 = encoder, float32
+        self._float32: Encoder | None = None
+        self.chunk, self.auto = chunk, auto
+        self.count_flops, self.compile = count_flops, compile
+        self.flops_per_unit: float | None = None
+        self.upcast_chunks = 0
+        self.started = False
+
+    def float32(self) -> Encoder:
+        """The model loaded again in float32, on first need: casting the low-precision encoder up
+        would keep its rounded weights."""
+        if self._float32 is None:
+            self._float32 = self._load_float32()
+        return self._float32
+
+    def _first(self, x: torch.Tensor) -> Posterior:
+        """The first chunk runs eagerly to count FLOPs (compiled kernels are invisible to the
+        counter); --compile takes effect from the second."""
+        self.started = True
+        if self.count_flops:
+            self.flops_per_unit, out = self.encoder.counted(x)
+        else:
+            out = self.encoder(x)
+        if self.compile:
+            self.encoder.compile()
+        return out
+
+    def _encode(self, x: torch.Tensor) -> Posterior:
+        mu, sigma = self.encoder(x) if self.started else self._first(x)
+        finite = torch.isfinite(mu).all() and (sigma is None or torch.isfinite(sigma).all())
+        if not finite and self.encoder.dtype != torch.float32:
+            mu, sigma = self.float32()(x)
+            self.upcast_chunks += 1
+        return mu.double(), None if sigma is None else sigma.double()
+
+    def _shrink(self, part: torch.Tensor, e: BaseException) -> None:
+        shape = f"of shape {tuple(part.shape[1:])} on {self.encoder.device}"
+        if not self.auto:
+            raise InputError(f"out of memory encoding {len(part)} units {shape} at once; use a smaller "
+                             "--chunk-size, or --chunk-size auto") from e
+        if self.chunk == 1:
+            raise InputError(f"out of memory encoding a single unit {shape}; use a smaller --size or a device "
+                             "with more memory") from e
+        self.chunk = max(1, self.chunk // 2)
+        if self.encoder.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def __call__(self, x: torch.Tensor) -> Posterior:
+        mus, sigmas, start = [], [], 0
+        while start < len(x):
+            part = x[start:start + self.chunk]
+            try:
+                mu, sigma = self._encode(part)
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                self._shrink(part, e)
+                continue
+            mus.append(mu)
+            sigmas.append(sigma)
+            start += len(part)
+        return torch.cat(mus), None if sigmas[0] is None else torch.cat(sigmas)

@@ -1,0 +1,177 @@
+"""Every option of `latent-scale estimate`, with its default and help text, in one place.
+
+The CLI is generated from these fields and the Python API takes them as keywords, so the two
+can never disagree. Validation happens here, before any model or data is touched, and this
+module imports nothing heavy, so a bad option is reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from .errors import InputError
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+POSTERIORS = ("sample", "mode", "expected_sample")
+PRESET_ANNOTATIONS = {"published", "notes", "name"}  # keys a configs/*.toml preset may carry besides options
+
+
+def option(default: Any, help: str, *, cli: type | None = None, flags: tuple[str, ...] = ()) -> Any:
+    """A dataclass field that also describes its CLI option (`cli`: the click type when the field's
+    Python type is wider than what a command line can say, e.g. a comma list for --size)."""
+    return field(default=default, metadata={"help": help, "cli": cli, "flags": flags})
+
+
+@dataclass
+class Options:
+    """Every option of `latent-scale estimate`; the CLI and the Python API are thin layers over these."""
+
+    model: str = option(DEFAULT_MODEL, "Hub id, diffusers folder (pipeline or VAE), or single .safetensors/.ckpt file.")
+    data: str = option("imagenette", "imagenette, samples, an image or video folder, a .txt list, 'shards/*.tar', "
+                                     "parquet files, a saved dataset folder or hf://ORG/NAME[:SPLIT].")
+    latents: str | None = option(None, "Measure cached latents instead of encoding images: a folder, glob, .txt list "
+                                       "or .tar shards of .npy/.npz/.safetensors/.pt files, or parquet.")
+    size: int | str = option(512, "Resize the shorter side, then center crop to size×size; a comma list "
+                                  "(256,512,1024) measures every size in one pass.", cli=str)
+    crop: bool = option(True, "Center crop to size×size; --no-crop keeps the aspect ratio (one by one).")
+    posterior: str = option("sample", "sample, mode or expected_sample (all three are in the JSON).")
+    seed: int = option(0, "Seeds the unit order (for --limit) and the posterior noise.")
+    batch_size: int = option(12, "Units (images, clips, latents) per DataLoader batch.")
+    chunk_size: int | str = option("auto", "Units per encode() call; auto halves on out-of-memory.", cli=str)
+    limit: int | None = option(None, "Stop after N units of a seeded shuffled order.")
+    rel_tol: float | None = option(None, "Stop once the 95% interval is within ±rel_tol of the factor.")
+    min_images: int = option(50, "--rel-tol never stops before this many units.")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    dtype: str = option("auto", "auto (bfloat16 on CUDA and on CPUs with native bf16 units, else float32), "
+                                "float32, bfloat16, float16.")
+    workers: int | None = option(None, "DataLoader worker processes [default: 0 on 2 cores, else min(8, cores - 1)].")
+    compile: bool = option(False, "torch.compile the encoder (worth it on GPUs, long runs).", flags=("--compile",))
+    tiling: bool = option(False, "Use the VAE's own tiled encode (large frames); for classes that have it.",
+                          flags=("--tiling",))
+    frames: int | None = option(None, "Frames per clip for video data (1 + k·t; default the model's short clip).")
+    fps: float | None = option(None, "Resample videos to this frame rate [default: each file's own].")
+    clips_per_video: int = option(1, "Clips per video, evenly spaced (1 starts at frame 0).")
+    moments: bool = option(False, "--latents files (and --save-latents) hold mean ‖ logvar (2C channels, LDM layout).",
+                           flags=("--moments",))
+    key: str | None = option(None, "The tensor to read in latent files holding several (dict, .npz, .safetensors).")
+    input_scale: float | None = option(None, "The cached latents were stored multiplied by this factor.")
+    column: str | None = option(None, "The image (or latent) column of a dataset [default: found automatically].")
+    save_latents: str | None = option(None, "Also write the latents (mean ‖ logvar with --moments) as safetensors "
+                                            "shards with a JSON index into this folder.")
+    output: str | None = option(None, "Write the result JSON here (atomically).", flags=("--output", "-o"))
+    force: bool = option(False, "Let -o replace a file that is not a latent-scale result, and --checkpoint an "
+                                "existing checkpoint.", flags=("--force",))
+    checkpoint: str | None = option(None, "Save state here periodically and on Ctrl-C/SIGTERM.")
+    checkpoint_every: float = option(60.0, "Seconds between checkpoint saves.")
+    resume: bool = option(False, "Continue from --checkpoint.", flags=("--resume",))
+    shard: str | None = option(None, "i/n: take units i, i+n, …; combine with `merge`.")
+    strict: bool = option(False, "Stop at the first unreadable unit (exit 2).", flags=("--strict",))
+    subfolder: str | None = option(None, "Subfolder of the model holding the VAE.")
+    revision: str | None = option(None, "Hub revision.")
+    variant: str | None = option(None, "Weights variant, e.g. fp16.")
+    cache_dir: str | None = option(None, "Dataset and hash cache [default: $XDG_CACHE_HOME/latent-scale].")
+    progress: bool = option(True, "Show the progress bar on stderr.")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """--size as a tuple (one entry unless a sweep was asked for)."""
+        return parse_sizes(self.size)
+
+    def validate(self) -> None:
+        """Every check that needs neither the model nor the data, so mistakes surface in milliseconds."""
+        self.sizes  # noqa: B018 - parses or raises
+        _check_choice("--posterior", self.posterior, POSTERIORS)
+        for name in ("batch_size", "clips_per_video"):
+            _check_at_least(name, getattr(self, name), 1)
+        for name, low in (("limit", 1), ("workers", 0), ("frames", 1)):
+            if getattr(self, name) is not None:
+                _check_at_least(name, getattr(self, name), low)
+        if self.chunk_size != "auto" and (not str(self.chunk_size).isdigit() or int(self.chunk_size) < 1):
+            raise InputError(f"--chunk-size must be auto or a positive integer, got {self.chunk_size!r}")
+        if self.rel_tol is not None and not 0 < self.rel_tol < 1:
+            raise InputError(f"--rel-tol must be between 0 and 1, got {self.rel_tol}")
+        for name in ("checkpoint_every", "fps", "input_scale"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InputError(f"--{_flag(name)} must be positive, got {value}")
+        if self.resume and not self.checkpoint:
+            raise InputError("--resume needs --checkpoint PATH")
+        parse_shard(self.shard)
+
+    def recipe(self) -> dict[str, Any]:
+        """What about the options determines the numbers (compared by merge and resume), not how the
+        work was split. The source and the encoder add their own parts (preprocessing, dtype)."""
+        return {"data": self.latents or self.data, "size": self.sizes[0], "crop": self.crop,
+                "posterior": self.posterior, "seed": self.seed, "limit": self.limit}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _check_at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise InputError(f"--{_flag(name)} must be at least {low}, got {value}")
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def parse_sizes(size: int | str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """512, "512", "256,512,1024" or [256, 512] -> (256, 512, ...): distinct, each at least 8."""
+    parts = size if isinstance(size, (list, tuple)) else str(size).split(",")
+    try:
+        sizes = tuple(int(str(p).strip()) for p in parts)
+    except ValueError:
+        raise InputError(f"--size must be an integer or a comma list of integers, got {size!r}") from None
+    if not sizes or min(sizes) < 8:
+        raise InputError(f"--size must be at least 8, got {size!r}")
+    if len(set(sizes)) != len(sizes):
+        raise InputError(f"--size lists a size twice: {size!r}")
+    return sizes
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """'i/n' -> (i, n); None -> (0, 1)."""
+    if shard is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in str(shard).split("/"))
+    except ValueError:
+        raise InputError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--shard {shard}: need 0 <= i < n")
+    return i, n
+
+
+def read_preset(config: str) -> dict[str, Any]:
+    """A TOML preset (configs/*.toml): options, optionally under [estimate], dashes or underscores."""
+    try:
+        preset = tomllib.loads(Path(config).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise InputError(f"could not read --config {config}: {e}") from e
+    return {k.replace("-", "_"): v for k, v in preset.get("estimate", preset).items()}
+
+
+def make_options(config: str | None = None, **options: Any) -> Options:
+    """Preset from a TOML file, overridden by explicit keywords; validated."""
+    preset = read_preset(config) if config else {}
+    known = {f.name for f in dataclasses.fields(Options)}
+    unknown = sorted(set(preset) - known - PRESET_ANNOTATIONS) + sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"unknown option(s): {', '.join(unknown)}")
+    merged = {k: v for k, v in preset.items() if k in known}
+    merged.update({k: v for k, v in options.items() if v is not None or k in ("limit", "rel_tol")})
+    opts = Options(**merged)
+    opts.validate()
+    return opts

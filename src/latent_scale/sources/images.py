@@ -1,0 +1,218 @@
+"""Still images: folders, .txt lists, globs, tar shards, Imagenette and the shipped samples.
+
+Ids are the sorted file paths (for tar shards: shard order, then member order); each unit is
+decoded once and preprocessed by the classic recipe at every --size asked for.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import stat
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision import transforms
+
+from ..errors import InputError
+from .base import Source
+from .tar import TarMember, index_tar
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+SAMPLES_DIR = Path(__file__).parent.parent / "samples"
+RECIPE = "classic-v1"  # PIL RGB, Resize(size, bilinear, antialias), CenterCrop(size), ToTensor, Normalize(0.5, 0.5)
+URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """--cache-dir, else $XDG_CACHE_HOME/latent-scale, else ~/.cache/latent-scale."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "latent-scale"
+
+
+def scan_folder(root: Path, extensions: Sequence[str] | set[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """Every regular file below root with one of `extensions` (case-insensitive), sorted."""
+    return sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
+
+
+def read_list(path: Path) -> list[str]:
+    """A .txt list: one path per line, relative to the list file; URLs are kept as they are, so
+    that reading them fails with a clear reason instead of becoming a wrong local path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text; a list holds one path per line in UTF-8") from None
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line).expanduser()
+            out.append(line if URL.match(line) else str(p if p.is_absolute() else path.parent / p))
+    return out
+
+
+def check_regular(path: str) -> None:
+    """Refuse anything but a regular file before opening it: a FIFO would block forever."""
+    if URL.match(path):
+        raise OSError("URLs are not read; download the file first and list its local path")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError("not a regular file (a FIFO, device or socket)")
+
+
+def _imagenette(cache_dir: str | None) -> list[str]:
+    """Imagenette train+val at full size, as the classic experiment used; downloaded once."""
+    from torchvision.datasets import Imagenette
+
+    root = cache_root(cache_dir) / "imagenette"
+    try:
+        for split in ("train", "val"):
+            Imagenette(str(root), split=split, size="full", download=True)
+    except Exception as e:  # noqa: BLE001 - urllib, tarfile and md5 failures all mean the same to the user
+        raise InputError(
+            f"could not download Imagenette into {root} ({str(e).splitlines()[0][:160]}); "
+            "without network access pass --data FOLDER, a .txt list, or --data samples"
+        ) from e
+    return scan_folder(root / "imagenette2")
+
+
+def expand(matches: Sequence[str], extensions: set[str] = IMAGE_EXTENSIONS) -> tuple[list[str], dict[str, TarMember]]:
+    """Glob matches in sorted order: tar shards (members in archive order), folders, files."""
+    ids: list[str] = []
+    members: dict[str, TarMember] = {}
+    for m in sorted(matches):
+        if m.lower().endswith(".tar"):
+            shard = index_tar(m, extensions)
+            ids.extend(shard)
+            members.update(shard)
+        elif os.path.isdir(m):
+            ids.extend(scan_folder(Path(m), extensions))
+        elif Path(m).suffix.lower() in extensions:
+            ids.append(m)
+    return ids, members
+
+
+def list_images(data: str, cache_dir: str | None = None) -> tuple[list[str], dict[str, TarMember], str]:
+    """Resolve --data to (ordered ids, tar members by id, root)."""
+    if data in ("imagenette", "samples"):
+        ids = _imagenette(cache_dir) if data == "imagenette" else scan_folder(SAMPLES_DIR)
+        return ids, {}, str(Path(ids[0]).parent.parent if data == "imagenette" and ids else SAMPLES_DIR)
+    p = Path(data).expanduser()
+    if p.is_dir():
+        return scan_folder(p), {}, str(p)
+    if p.is_file() and p.suffix.lower() == ".txt":
+        return read_list(p), {}, str(p.parent)
+    if p.is_file() and p.suffix.lower() == ".tar":
+        members = index_tar(str(p), IMAGE_EXTENSIONS)
+        return list(members), members, str(p.parent)
+    if p.is_file():
+        raise InputError(f"--data {data} is a file but not a .txt list of image paths nor a .tar shard")
+    if any(c in data for c in "*?["):
+        ids, members = expand(glob.glob(str(p), recursive=True))
+        return ids, members, str(p.parent)
+    raise InputError(f"--data {data} does not exist; pass a folder, a .txt list, .tar shards "
+                     "(glob allowed), imagenette or samples")
+
+
+class CenterCropToMultiple:
+    """--no-crop keeps the aspect ratio but trims each side to a multiple of `multiple` (at most
+    31 pixels), so every autoencoder (f/8 up to DC-AE's f/32) sees whole latent pixels."""
+
+    def __init__(self, multiple: int = 32) -> None:
+        self.multiple = multiple
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        m = self.multiple
+        return transforms.functional.center_crop(img, [max(m, h // m * m), max(m, w // m * m)])
+
+
+def preprocess(size: int, crop: bool = True) -> transforms.Compose:
+    """The classic recipe (named RECIPE in every result); crop=False keeps the aspect ratio."""
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+        transforms.CenterCrop(size) if crop else CenterCropToMultiple(),
+        transforms.ToTensor(),
+        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    ])
+
+
+def open_rgb(path: str | Path | IO[bytes]) -> Image.Image:
+    """Decode fully (truncated files fail here, not later) and convert to 8-bit RGB.
+
+    16-bit images are scaled to 8 bits rather than clipped; decompression bombs are errors.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", message="Palette images with Transparency")
+        try:
+            img = Image.open(path)
+        except UnidentifiedImageError:  # PIL's message names a file object for tar members
+            raise UnidentifiedImageError("cannot identify image file (not an image PIL can read)") from None
+        with img:
+            img.load()
+            return _to_rgb(img)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F":
+            top = 1.0
+        img = Image.fromarray(np.clip(np.round(arr / top * 255), 0, 255).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+class ImageSource(Source):
+    """Image files and tar members; one view per --size (decoded once, resized per size)."""
+
+    kind = "images"
+    produces = "pixels"
+    unit = "image"
+
+    def __init__(self, ids: list[str], root: str, members: dict[str, TarMember], sizes: Sequence[int],
+                 crop: bool = True) -> None:
+        super().__init__(ids, root)
+        self.members = members
+        self.crop = crop
+        self.transforms = [preprocess(size, crop) for size in sizes]
+
+    @classmethod
+    def accepts(cls, spec: str, opts: Any) -> bool:
+        return True  # the fallback: every other source claims its spec first
+
+    @classmethod
+    def open(cls, spec: str, opts: Any) -> ImageSource:
+        ids, members, root = list_images(spec, opts.cache_dir)
+        if not ids:
+            raise InputError(f"--data {spec} holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return cls(ids, root, members, opts.sizes, opts.crop)
+
+    def image(self, index: int) -> Image.Image:
+        """Decode unit `index` (a file, or a member of a tar shard) with open_rgb."""
+        name = self.ids[index]
+        member = self.members.get(name)
+        if member is None:
+            check_regular(name)
+        return open_rgb(member.read() if member else name)
+
+    def load(self, index: int) -> tuple[torch.Tensor, ...]:
+        img = self.image(index)
+        return tuple(t(img) for t in self.transforms)
+
+    @property
+    def uniform(self) -> bool:
+        return self.crop
+
+    def recipe(self) -> dict[str, Any]:
+        return {"preprocess": RECIPE}
