@@ -105,9 +105,14 @@ def estimate(ctx: typer.Context, **params: Any) -> None:
     from .pipeline import run
 
     results = run(opts)
-    if distributed.init()[0] == 0:
-        for result in results:
-            _show(result, json_, snippets)
+    if distributed.init()[0] != 0:
+        return
+    if len(results) == 1:
+        _show(results[0], json_, snippets)
+    else:
+        from .report import format_sweep
+
+        typer.echo(json.dumps(results, indent=2) if json_ else format_sweep(results))
 
 
 estimate.__signature__ = _estimate_signature()

@@ -24,6 +24,7 @@ from .options import Options, make_options, parse_shard
 from .report import Result, build_result, histogram_edges_for, speed
 from .sources import open_source
 from .sources.base import Source, loader, order
+from .stats import PosteriorStats
 
 
 def estimate(model: str | None = None, data: str | None = None, *, config: str | None = None,
@@ -168,6 +169,15 @@ def _interrupted(state: Run, ckpt: Checkpoint | None, force: bool, unit: str) ->
     return Interrupted(f"interrupted after {state.done} {unit}s; nothing new saved")
 
 
+def _unmet(stats: PosteriorStats, opts: Options, stopped_early: bool) -> str | None:
+    """Say so when --rel-tol was asked for and the data ran out first."""
+    if opts.rel_tol is None or stopped_early:
+        return None
+    f, half = stats.interval(opts.posterior)
+    return (f"not reached: ±{half / f:.3g} relative after all {stats.num_images} units "
+            f"(asked ±{opts.rel_tol:g}; needs more data)")
+
+
 def _results(state: Run, encoder: Encoder, chunked: ChunkedEncoder, recipe: dict[str, Any], opts: Options,
              run_info: dict[str, Any], rank: int, world: int) -> list[Result]:
     """One result per view, from the statistics of every rank merged in rank order."""
@@ -180,6 +190,7 @@ def _results(state: Run, encoder: Encoder, chunked: ChunkedEncoder, recipe: dict
         if stats is None:
             raise InputError(f"no unit of --data {opts.latents or opts.data} could be used ({len(skipped)} skipped)")
         info = {**run_info, "upcast_chunks": sum(part["upcast_chunks"] for part in parts),
+                "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
                 **speed(encoder, chunked.flops_per_unit, stats.num_images, run_info["seconds"])}
         shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
         results.append(build_result(stats, encoder.info, {**recipe, "size": size}, skipped,

@@ -134,27 +134,29 @@ def _published_row(r: dict[str, Any]) -> tuple[str, str] | None:
                          f"estimate / published = {r['scale_factor'] / entry.scaling_factor:.4f}")
 
 
-def format_table(r: dict[str, Any]) -> str:
-    """The short human summary printed on stdout."""
+def _rows_headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     lo, hi = r["scale_factor_ci95"]
-    f = r["scale_factor"]
     size = r["recipe"].get("dataset_size")
     subset = size is not None and r["num_images"] + len(r["skipped"]) < size
     images = f"{r['num_images']}" + (f" of {size}" if subset else "")
     rows = [
         ("images", images + (f" ({len(r['skipped'])} skipped)" if r["skipped"] else "")),
         ("latent shape", " × ".join(str(d) for d in r["latent_shape"])
-         + (" channels, size varies (--no-crop)" if len(r["latent_shape"]) == 1 else "")),
+         + (" channels, size varies" if len(r["latent_shape"]) == 1 else "")),
         ("mean", _fmt(r["mean"])),
         ("std", _fmt(r["std"])),
-        ("scale factor", f"{f:.5f} ± {(hi - lo) / 2:.5f} (95%, posterior {r['recipe']['posterior']})"),
+        ("scale factor", f"{r['scale_factor']:.5f} ± {(hi - lo) / 2:.5f} (95%, posterior {r['recipe']['posterior']})"),
     ]
     if subset and "scale_factor_ci95_dataset" in r:
         dlo, dhi = r["scale_factor_ci95_dataset"]
         rows.append(("  all images", f"± {(dhi - dlo) / 2:.5f} for the value on all {size} (95%)"))
-    rows += [
+    return rows
+
+
+def _rows_config(r: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
         ("shift factor", _fmt(r["shift_factor"])),
-        ("rms factor", f"{1 / r['rms']:.5f} (uncentred)"),
+        ("rms factor", f"{1 / r['rms']:.5f} (uncentred)" if r["rms"] else "-"),
         ("config factor", _fmt(r["model"].get("config_scaling_factor"))),
     ]
     own = r.get("config_normalised")
@@ -164,23 +166,51 @@ def format_table(r: dict[str, Any]) -> str:
     published = _published_row(r)
     if published:
         rows.append(published)
-    rows += [(f"ratio to {v}", f"{f / v:.4f}") for v in r["references"].values()]
-    dist = r.get("distribution", {})
+    return rows + [(f"ratio to {v}", f"{r['scale_factor'] / v:.4f}") for v in r["references"].values()]
+
+
+def _rows_distribution(r: dict[str, Any]) -> list[tuple[str, str]]:
+    dist, f, rows = r.get("distribution", {}), r["scale_factor"], []
     if dist.get("beyond_1") is not None:
         rows.append(("beyond ±1, ±3", f"{_pct(dist['beyond_1'])}, {_pct(dist['beyond_3'])} of scaled values "
                                       f"(normal: {_pct(NORMAL_BEYOND[1])}, {_pct(NORMAL_BEYOND[3])})"))
     if "skew" in dist:
         rows.append(("shape", f"range [{dist['min'] * f:.3g}, {dist['max'] * f:.3g}] scaled, skew "
                               f"{dist['skew']:.3g}, excess kurtosis {dist['excess_kurtosis']:.3g}"))
-    if r["run"].get("stop_reason"):
-        rows.append(("stopped early", r["run"]["stop_reason"]))
-    if r["run"].get("images_per_s"):
-        tflops, peak = r["run"].get("achieved_tflops"), r["run"].get("fraction_of_peak")
-        rows.append(("speed", f"{r['run']['images_per_s']:.3g} images/s"
+    return rows
+
+
+def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
+    run, rows = r["run"], []
+    if run.get("stop_reason"):
+        rows.append(("stopped early", run["stop_reason"]))
+    if run.get("rel_tol_unmet"):
+        rows.append(("--rel-tol", run["rel_tol_unmet"]))
+    if run.get("images_per_s"):
+        tflops, peak = run.get("achieved_tflops"), run.get("fraction_of_peak")
+        rows.append(("speed", f"{run['images_per_s']:.3g} units/s"
                               + (f", encoder {tflops:.3g} TFLOP/s" if tflops else "")
-                              + (f" ({_pct(peak)} of {r['run']['device_peak_tflops']:g} peak)" if peak else "")))
+                              + (f" ({_pct(peak)} of {run['device_peak_tflops']:g} peak)" if peak else "")))
+    return rows
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """The short human summary printed on stdout."""
+    rows = _rows_headline(r) + _rows_config(r) + _rows_distribution(r) + _rows_run(r)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def format_sweep(results: list[dict[str, Any]]) -> str:
+    """One line per --size of a one-pass sweep, with the factor's ratio to the first size."""
+    first = results[0]["scale_factor"]
+    lines = [f"{'size':>6}  {'units':>7}  {'scale factor':>22}  {'shift':>9}  ratio to {results[0]['recipe']['size']}"]
+    for r in results:
+        lo, hi = r["scale_factor_ci95"]
+        factor = f"{r['scale_factor']:>11.5f} ± {(hi - lo) / 2:<8.5f}"
+        lines.append(f"{r['recipe']['size']:>6}  {r['num_images']:>7}  {factor}  {r['shift_factor']:>9.4g}  "
+                     f"{r['scale_factor'] / first:.4f}")
+    return "\n".join(lines)
 
 
 def format_snippets(r: dict[str, Any]) -> str:
