@@ -66,8 +66,15 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def register_family(class_name: str, family: Family) -> None:
-    """Teach the tool a new autoencoder class (a diffusers class name)."""
+def register_family(class_name: str, family: Family, *, replace: bool = False) -> None:
+    """Teach the tool a new autoencoder class (a diffusers class name); a class already known is
+    refused unless `replace`, so a plugin cannot silently change how a built-in class is measured."""
+    if not (isinstance(class_name, str) and class_name.isidentifier()):
+        raise TypeError(f"class_name must be a Python class name, got {class_name!r}")
+    if not isinstance(family, Family):
+        raise TypeError(f"family must be a latent_scale.models.Family, got {type(family).__name__}")
+    if class_name in FAMILIES and not replace:
+        raise ValueError(f"{class_name} is already registered; pass replace=True to replace it")
     FAMILIES[class_name] = family
 
 
