@@ -272,10 +272,10 @@ def test_video_config_normalisation_is_reported(built: Callable) -> None:
     """latents_mean/std come from the config, or from LTX-Video's buffers; z_dim is the channel count."""
     wan = next(c for c in CASES if c.cls == "AutoencoderKLWan")
     info = load_model(str(built(wan)[1]), device="cpu").info
-    assert info["config_latents_std"] == WAN["latents_std"] and info["latent_channels"] == WAN["z_dim"]
+    assert info.config_latents_std == WAN["latents_std"] and info.latent_channels == WAN["z_dim"]
     ltx = next(c for c in CASES if c.cls == "AutoencoderKLLTXVideo")
     info = load_model(str(built(ltx)[1]), device="cpu").info
-    assert info["config_latents_mean"] == [0.0] * 8 and info["config_latents_std"] == [1.0] * 8
+    assert info.config_latents_mean == [0.0] * 8 and info.config_latents_std == [1.0] * 8
 
 
 # Where the autoencoder lives: pipeline folders and repos, bare folders, single files.
@@ -306,7 +306,7 @@ def test_pipeline_folder(tmp_path: Path, built: Callable, components: dict[str, 
                          found: tuple[str, str]) -> None:
     root = make_pipeline(tmp_path, built, components)
     info = load_model(str(root), subfolder=subfolder, device="cpu").info
-    assert (info["subfolder"], info["class"]) == found
+    assert (info.where.subfolder, info.class_name) == found
 
 
 def test_pipeline_without_autoencoder_is_exit_2(tmp_path: Path, built: Callable,
@@ -351,9 +351,9 @@ def test_hub_repos_from_a_warm_cache_offline(tmp_path: Path, built: Callable) ->
     warm_hub_cache(cache, "acme/kandinsky", make_pipeline(tmp_path / "pipe", built, {"movq": "VQModel"}))
     warm_hub_cache(cache, "acme/taesd", built(case_of("AutoencoderTiny"))[1])
     info = load_model("acme/kandinsky", cache_dir=str(cache), device="cpu").info
-    assert (info["source_kind"], info["subfolder"], info["class"]) == ("hub", "movq", "VQModel")
+    assert (info.where.kind, info.where.subfolder, info.class_name) == ("hub", "movq", "VQModel")
     info = load_model("acme/taesd", cache_dir=str(cache), device="cpu").info
-    assert (info["subfolder"], info["class"]) == (None, "AutoencoderTiny")
+    assert (info.where.subfolder, info.class_name) == (None, "AutoencoderTiny")
     with pytest.raises(InputError, match="could not load model 'acme/missing' .*HF_HUB_OFFLINE=1"):
         load_model("acme/missing", cache_dir=str(cache), device="cpu")
     with pytest.raises(InputError, match="could not load model 'acme/kandinsky'"):
@@ -368,7 +368,7 @@ def test_single_file_with_its_config_beside_it(tmp_path: Path, built: Callable, 
     shutil.copy(path / "config.json", tmp_path / "config.json")
     shutil.copy(path / "diffusion_pytorch_model.safetensors", tmp_path / "finetune.safetensors")
     enc = load_model(str(tmp_path / "finetune.safetensors"), device="cpu")
-    assert (enc.info["source_kind"], enc.info["class"]) == ("file", cls)
+    assert (enc.info.where.kind, enc.info.class_name) == ("file", cls)
     x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
     # same weights; only float32 rounding differs (the tool runs channels_last)
     torch.testing.assert_close(enc(x)[0].double(), naive(vae, case, x)[0], rtol=1e-4, atol=1e-5)

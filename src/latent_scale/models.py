@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ class Encoder:
     family: Family
     device: torch.device
     dtype: torch.dtype
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ModelInfo | None = None
 
     @property
     def stochastic(self) -> bool:
@@ -243,6 +243,48 @@ def _class_name(config: dict[str, Any], where: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where the autoencoder was found: how it is identified and reloaded."""
+
+    source: str
+    kind: str  # "hub", "folder" or "file"
+    subfolder: str | None = None
+    revision: str | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the result records about the model: where it came from, and what its config says
+    about normalising latents (compared with the measurement)."""
+
+    where: Where
+    class_name: str
+    config_scaling_factor: float | None = None
+    config_shift_factor: float | None = None
+    config_latents_mean: list[float] | None = None
+    config_latents_std: list[float] | None = None
+    force_upcast: bool | None = None
+    latent_channels: int | None = None
+    stochastic: bool = True
+    video: bool = False
+
+    @classmethod
+    def of(cls, vae: torch.nn.Module, class_name: str, where: Where) -> ModelInfo:
+        cfg, family = dict(vae.config), FAMILIES[class_name]
+        return cls(where, class_name, cfg.get("scaling_factor"), cfg.get("shift_factor"),
+                   _latent_norm(vae, cfg, "latents_mean"), _latent_norm(vae, cfg, "latents_std"),
+                   cfg.get("force_upcast"), latent_channels(cfg), family.stochastic, family.video)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result's `model` field (names kept from schema 1)."""
+        fields = {k: v for k, v in self.__dict__.items() if k not in ("where", "class_name")}
+        w = self.where
+        return {"source": w.source, "source_kind": w.kind, "subfolder": w.subfolder, "revision": w.revision,
+                "variant": w.variant, "class": self.class_name, **fields}
+
+
 def load_model(
     model: str,
     *,
@@ -256,65 +298,56 @@ def load_model(
     """Load the autoencoder `model` (hub id, local folder, pipeline folder or single file)."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    path = Path(model).expanduser()
-    source_kind = "hub"
-    if path.is_file():
-        if subfolder:
-            raise InputError("--subfolder applies to folders and hub repos; for a single file, "
-                             "put the model's config.json beside it")
-        source_kind = "file"
-        vae, class_name = _load_single_file(path)
-    else:
-        if path.is_dir():
-            source_kind = "folder"
-            sub = local_subfolder(path, subfolder)
-            where = path / sub / "config.json" if sub else path / "config.json"
-            try:
-                config = _load_json(str(path), "config.json", sub, None, None)
-            except (OSError, ValueError) as e:
-                raise InputError(f"could not read {where} ({str(e).splitlines()[0]})") from e
-            source = str(path)
-        elif model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith(SINGLE_FILE_SUFFIXES):
-            raise InputError(f"model path {model!r} does not exist")
-        else:
-            config, sub = _find_hub_config(model, subfolder, revision, cache_dir)
-            where = f"{model}/{sub}/config.json" if sub else f"{model}/config.json"
-            source = model
-        class_name = _class_name(config, str(where))
-        cls = _class_for(class_name)
-        try:
-            vae = cls.from_pretrained(source, subfolder=sub, revision=revision, variant=variant,
-                                      cache_dir=cache_dir, torch_dtype=torch.float32)
-        except (OSError, ValueError) as e:
-            if source_kind == "hub":
-                raise _hub_error(model, e) from e
-            raise InputError(f"could not load the autoencoder in {path}: {str(e).splitlines()[0]}") from e
-        subfolder = sub
+    vae, class_name, where = _load_vae(model, subfolder, revision, variant, cache_dir)
     vae.eval().requires_grad_(False)
     if dt == torch.float16 and vae.config.get("force_upcast"):  # as diffusers' pipelines do
         warnings.warn(f"{model} sets force_upcast (it overflows in float16): encoding in float32", stacklevel=2)
         dt = torch.float32
-    encoder = Encoder(vae, FAMILIES[class_name], torch.device("cpu"), torch.float32)
+    encoder = Encoder(vae, FAMILIES[class_name], torch.device("cpu"), torch.float32,
+                      ModelInfo.of(vae, class_name, where))
     encoder.to_dtype(dt)
     encoder.to_device(dev, channels_last=True)  # measured 1.2x faster on CPU too (scripts/bench.py)
-    cfg = dict(vae.config)
-    encoder.info = {
-        "source": model,
-        "source_kind": source_kind,
-        "subfolder": subfolder,
-        "revision": revision,
-        "variant": variant,
-        "class": class_name,
-        "config_scaling_factor": cfg.get("scaling_factor"),
-        "config_shift_factor": cfg.get("shift_factor"),
-        "config_latents_mean": _latent_norm(vae, cfg, "latents_mean"),
-        "config_latents_std": _latent_norm(vae, cfg, "latents_std"),
-        "force_upcast": cfg.get("force_upcast"),
-        "latent_channels": latent_channels(cfg),
-        "stochastic": encoder.stochastic,
-        "video": encoder.family.video,
-    }
     return encoder
+
+
+def _load_vae(model: str, subfolder: str | None, revision: str | None, variant: str | None,
+              cache_dir: str | None) -> tuple[torch.nn.Module, str, Where]:
+    """A single file, a local folder (VAE or pipeline) or a hub repo, in that order."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        if subfolder:
+            raise InputError("--subfolder applies to folders and hub repos; for a single file, "
+                             "put the model's config.json beside it")
+        vae, class_name = _load_single_file(path)
+        return vae, class_name, Where(model, "file", variant=variant)
+    if path.is_dir():
+        sub = local_subfolder(path, subfolder)
+        where = path / sub / "config.json" if sub else path / "config.json"
+        try:
+            config = _load_json(str(path), "config.json", sub, None, None)
+        except (OSError, ValueError) as e:
+            raise InputError(f"could not read {where} ({str(e).splitlines()[0]})") from e
+        found = Where(model, "folder", sub, revision, variant)
+    elif model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith(SINGLE_FILE_SUFFIXES):
+        raise InputError(f"model path {model!r} does not exist")
+    else:
+        config, sub = _find_hub_config(model, subfolder, revision, cache_dir)
+        where = f"{model}/{sub}/config.json" if sub else f"{model}/config.json"
+        found = Where(model, "hub", sub, revision, variant)
+    class_name = _class_name(config, str(where))
+    return _from_pretrained(str(path) if found.kind == "folder" else model, class_name, found, cache_dir), \
+        class_name, found
+
+
+def _from_pretrained(source: str, class_name: str, where: Where, cache_dir: str | None) -> torch.nn.Module:
+    try:
+        return _class_for(class_name).from_pretrained(source, subfolder=where.subfolder, revision=where.revision,
+                                                      variant=where.variant, cache_dir=cache_dir,
+                                                      torch_dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        if where.kind == "hub":
+            raise _hub_error(source, e) from e
+        raise InputError(f"could not load the autoencoder in {source}: {str(e).splitlines()[0]}") from e
 
 
 def latent_channels(config: dict[str, Any]) -> int | None:

@@ -54,7 +54,7 @@ def run(opts: Options) -> list[Result]:
     state = (ckpt.resume() if opts.resume and ckpt else None) or Run.empty(views)
     chunked = _chunked(encoder, opts)
     step = Accumulate(state, source, _posterior(chunked), seed=opts.seed, strict=opts.strict,
-                      edges=histogram_edges_for(encoder.info), stochastic=encoder.stochastic)
+                      edges=histogram_edges_for(encoder.info.to_dict()), stochastic=encoder.stochastic)
     workers = _workers(opts, len(positions))
     batches = loader(source, positions[state.done:], opts.batch_size, workers, encoder.device.type == "cuda")
     start = time.monotonic()
@@ -80,7 +80,7 @@ def _load_encoder(opts: Options, rank: int, world: int) -> Encoder:
     encoder = load_model(opts.model, subfolder=opts.subfolder, revision=opts.revision, variant=opts.variant,
                          device=distributed.device_for(opts.device, rank, world), dtype=opts.dtype)
     if not encoder.stochastic and opts.posterior != "mode":
-        warnings.warn(f"{encoder.info['class']} is deterministic: reporting the posterior mode", stacklevel=2)
+        warnings.warn(f"{encoder.info.class_name} is deterministic: reporting the posterior mode", stacklevel=2)
     return encoder
 
 
@@ -94,7 +94,8 @@ def _fingerprint(encoder: Encoder, recipe: dict[str, Any], opts: Options, world:
                  source: Source) -> dict[str, Any]:
     """What must match for a checkpoint to continue: model, recipe, split, and the unit list itself
     (a folder that gained or lost files would silently shift every later unit)."""
-    model = {k: encoder.info[k] for k in ("source", "subfolder", "revision", "variant", "class")}
+    info = encoder.info.to_dict()
+    model = {k: info[k] for k in ("source", "subfolder", "revision", "variant", "class")}
     units = hashlib.sha256("\n".join(source.ids).encode()).hexdigest()[:16]
     return {"model": model, "recipe": recipe, "shard": opts.shard, "world": world, "images": units}
 
@@ -193,6 +194,6 @@ def _results(state: Run, encoder: Encoder, chunked: ChunkedEncoder, recipe: dict
                 "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
                 **speed(encoder, chunked.flops_per_unit, stats.num_images, run_info["seconds"])}
         shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
-        results.append(build_result(stats, encoder.info, {**recipe, "size": size}, skipped,
+        results.append(build_result(stats, encoder.info.to_dict(), {**recipe, "size": size}, skipped,
                                     posterior=stats.key(opts.posterior), run=info, latent_shape=shape))
     return results
