@@ -61,3 +61,39 @@ def test_plot_refuses_a_result_without_histogram(result_json: Path, tmp_path: Pa
     assert code == 2 and "no histogram" in err
     code, _, err = cli(["plot", str(tmp_path / "missing.json"), "-o", str(tmp_path / "h.png")], capsys)
     assert code == 2 and "does not exist" in err
+
+
+def test_compare_overlay_is_a_readable_png(result_json: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from latent_scale.plot import plot_compare
+
+    r = json.loads(result_json.read_text())
+    out = plot_compare([r, r], ["before", "after"], tmp_path / "overlay.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(out) as im:
+        im.verify()
+    with Image.open(out) as im:
+        assert im.size[0] >= 4 * 300 and im.size[1] >= 2 * 200  # 4 channels, linear and log rows
+        assert np.asarray(im.convert("L")).std() > 10  # drawn, not blank
+
+
+def test_compare_figure_has_labels_a_legend_and_a_log_panel_for_the_tails(result_json: Path) -> None:
+    """Per channel a linear and a log-density axes, each holding every result's histogram."""
+    pytest.importorskip("matplotlib")
+    from latent_scale.plot import compare_figure
+
+    r = json.loads(result_json.read_text())
+    fig = compare_figure([r, r], ["before", "after"])
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2 * len(r["per_channel"]["mean"])
+    assert sum(ax.get_yscale() == "log" for ax in axes) == len(axes) // 2
+    assert {ax.get_xlabel() for ax in axes} >= {"z × scale factor"}
+    assert {ax.get_ylabel() for ax in axes} >= {"density", "density (log)"}
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        f"before (× {r['scale_factor']:.5g})", f"after (× {r['scale_factor']:.5g})", "N(0, 1)"]
+    _, density, _ = channel_densities(r)
+    for c, ax in enumerate(axes[:4]):
+        stairs = [p for p in ax.patches if hasattr(p, "get_data")]
+        assert len(stairs) == 2
+        np.testing.assert_array_equal(stairs[0].get_data().values, density[c].numpy())

@@ -146,6 +146,28 @@ def merge(
 
 @app.command()
 @user_errors
+def compare(
+    results: list[Path] = typer.Argument(..., help="Result JSON files (a --size sweep file gives one per size)."),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="Also draw the per-channel histograms overlaid (needs matplotlib)."),
+    json_: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Results side by side, and whether their factors differ beyond their 95 % intervals."""
+    from .compare import check_overlay, compare_results, format_comparison, load_results
+
+    found, names = load_results(results)
+    cmp = compare_results(found, names)
+    if output:
+        check_overlay(found, names)  # refuse before printing anything
+    typer.echo(json.dumps(cmp, indent=2) if json_ else format_comparison(cmp))
+    if output:
+        from .plot import plot_compare
+
+        typer.echo(f"wrote {plot_compare(found, names, output)}", err=json_)
+
+
+@app.command()
+@user_errors
 def known(
     model: str | None = typer.Option(None, help="Show this hub id's entry (and its per-channel values)."),
     registry: list[Path] = typer.Option([], help="An extra registry TOML file (repeatable); later files win."),

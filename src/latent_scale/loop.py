@@ -30,23 +30,49 @@ class Run:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     upcast_chunks: int = 0
     latent_shapes: list[list[int]] = field(default_factory=list)
+    frames: list[dict[str, PosteriorStats] | None] = field(default_factory=list)  # video: first vs later frames
 
     @classmethod
     def empty(cls, views: int) -> Run:
-        return cls([None] * views, latent_shapes=[[] for _ in range(views)])
+        return cls([None] * views, latent_shapes=[[] for _ in range(views)], frames=[None] * views)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stats": [s.to_dict() if s else None for s in self.stats], "done": self.done,
-                "skipped": self.skipped, "upcast_chunks": self.upcast_chunks, "latent_shapes": self.latent_shapes}
+                "skipped": self.skipped, "upcast_chunks": self.upcast_chunks, "latent_shapes": self.latent_shapes,
+                "frames": [frames_to_dict(f) for f in self.frames]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Run:
         stats = [PosteriorStats.from_dict(s) if s else None for s in d["stats"]]
-        return cls(stats, int(d["done"]), list(d["skipped"]), int(d["upcast_chunks"]), list(d["latent_shapes"]))
+        return cls(stats, int(d["done"]), list(d["skipped"]), int(d["upcast_chunks"]), list(d["latent_shapes"]),
+                   [frames_from_dict(f) for f in d["frames"]])
 
     @property
     def num_units(self) -> int:
         return min((s.num_images if s else 0) for s in self.stats)
+
+
+def frames_to_dict(frames: dict[str, PosteriorStats] | None) -> dict[str, Any] | None:
+    return None if frames is None else {k: v.to_dict() for k, v in frames.items()}
+
+
+def frames_from_dict(d: dict[str, Any] | None) -> dict[str, PosteriorStats] | None:
+    return None if d is None else {k: PosteriorStats.from_dict(v) for k, v in d.items()}
+
+
+def merge_frames(parts: list[dict[str, PosteriorStats] | None]) -> dict[str, PosteriorStats] | None:
+    """Ranks' or shards' frame statistics merged in order (None when no clip had later frames)."""
+    merged = None
+    for part in filter(None, parts):
+        if merged is None:
+            merged = part
+        else:
+            for name, stats in part.items():
+                merged[name].merge(stats)
+    return merged
+
+
+FRAME_PARTS = {"first": slice(0, 1), "later": slice(1, None)}  # a causal video VAE encodes frame 0 alone
 
 
 def noise(keys: list[int], shape: torch.Size, seed: int) -> torch.Tensor:
@@ -100,6 +126,16 @@ class Accumulate:
         keys = [self.source.noise_key(i) for i in index.tolist()]
         eps = noise(keys, mu.shape[1:], self.seed).to(mu.device) if sigma is not None else None
         self.run.stats[v].update(mu, sigma, eps)
+        if mu.ndim == 5 and mu.shape[2] > 1:
+            self._frames(v, mu, sigma, eps)
+
+    def _frames(self, v: int, mu: torch.Tensor, sigma: torch.Tensor | None, eps: torch.Tensor | None) -> None:
+        """The causal first latent frame and the later ones, each with the clip's own noise."""
+        if self.run.frames[v] is None:
+            self.run.frames[v] = {k: PosteriorStats(mu.shape[1], self.stochastic, self.edges) for k in FRAME_PARTS}
+        for name, part in FRAME_PARTS.items():
+            self.run.frames[v][name].update(mu[:, :, part], None if sigma is None else sigma[:, :, part],
+                                            None if eps is None else eps[:, :, part])
 
 
 def consume(batches: Iterable[Batch], step: Callable[[Batch], None],

@@ -17,11 +17,12 @@ from . import distributed
 from .checkpoint import Checkpoint, ForceQuit, StopSignals
 from .encode import ChunkedEncoder, Posterior
 from .errors import InputError, Interrupted
+from .forecast import forecast, postfix
 from .io import write_json
-from .loop import Accumulate, Run, consume
+from .loop import Accumulate, Run, consume, frames_from_dict, frames_to_dict, merge_frames
 from .models import Encoder, load_model
 from .options import Options, make_options, parse_shard
-from .report import Result, build_result, histogram_edges_for, speed
+from .report import Result, build_result, frames_result, histogram_edges_for, population, speed
 from .sources import open_source
 from .sources.base import Source, loader, order
 from .stats import PosteriorStats
@@ -138,11 +139,14 @@ def _measure(batches: Any, step: Accumulate, state: Run, opts: Options, ckpt: Ch
     """Run the loop with progress, checkpoints, signals and --rel-tol; returns why it stopped early."""
     bar = tqdm(total=total, initial=state.done, unit=unit, file=sys.stderr, disable=not show, dynamic_ncols=True)
     signals = StopSignals()
+    start, seen_before = time.monotonic(), state.num_units
 
     def after_batch(units: int) -> str | None:
         bar.update(units)
         f, half = interval(state, opts.posterior)
-        bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}", refresh=False)
+        seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
+        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,)))
+        bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else ""), refresh=False)
         if signals.requested:
             raise KeyboardInterrupt
         if ckpt and ckpt.due():
@@ -184,16 +188,22 @@ def _results(state: Run, encoder: Encoder, chunked: ChunkedEncoder, recipe: dict
     """One result per view, from the statistics of every rank merged in rank order."""
     results = []
     for v, size in enumerate(opts.sizes[:len(state.stats)]):
-        extra = {"skipped": [s for s in state.skipped if s.get("view", v) == v],
-                 "upcast_chunks": state.upcast_chunks, "latent_shape": state.latent_shapes[v]}
+        extra = {"skipped": [s for s in state.skipped if s.get("view", v) == v], "upcast_chunks": state.upcast_chunks,
+                 "latent_shape": state.latent_shapes[v], "frames": frames_to_dict(state.frames[v])}
         stats, parts = distributed.gather(state.stats[v], extra, rank, world)
         skipped = [{k: s[k] for k in ("path", "error")} for part in parts for s in part["skipped"]]
         if stats is None:
             raise InputError(f"no unit of --data {opts.latents or opts.data} could be used ({len(skipped)} skipped)")
         info = {**run_info, "upcast_chunks": sum(part["upcast_chunks"] for part in parts),
                 "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
+                "forecast": forecast(stats.num_images, *stats.interval(opts.posterior), run_info["seconds"],
+                                     (opts.rel_tol,), population(recipe, skipped)),
                 **speed(encoder, chunked.flops_per_unit, stats.num_images, run_info["seconds"])}
         shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
-        results.append(build_result(stats, encoder.info.to_dict(), {**recipe, "size": size}, skipped,
-                                    posterior=stats.key(opts.posterior), run=info, latent_shape=shape))
+        result = build_result(stats, encoder.info.to_dict(), {**recipe, "size": size}, skipped,
+                              posterior=stats.key(opts.posterior), run=info, latent_shape=shape)
+        frames = merge_frames([frames_from_dict(part["frames"]) for part in parts])
+        if frames:
+            result["frames"] = frames_result(frames, result["recipe"]["posterior"])
+        results.append(result)
     return results

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import InputError
 from .io import read_json
 from .stats import LatentStats, PosteriorStats
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 INSTALL_HINT = "pip install 'latent-scale[plot]'"
 
@@ -33,42 +36,119 @@ def channel_densities(result: dict[str, Any]) -> tuple[torch.Tensor, torch.Tenso
 
 
 def plot_result(result: dict[str, Any] | str | Path, output: str | Path) -> Path:
-    """Draw one panel per channel: the histogram of z·scale_factor and the N(0, 1) density.
+    """Write result_figure to `output`."""
+    return _save(result_figure(_load(result)), output)
+
+
+def plot_compare(results: list[dict[str, Any]], names: list[str], output: str | Path) -> Path:
+    """Write compare_figure to `output`."""
+    return _save(compare_figure(results, names), output)
+
+
+def result_figure(r: dict[str, Any]) -> Figure:
+    """One panel per channel: the histogram of z·scale_factor and the N(0, 1) density.
 
     Why per channel: a global factor can hide channels that are shifted or much wider than
     the others, which is exactly when per-channel latents_mean/std help.
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise InputError(f"plot needs matplotlib; install it with {INSTALL_HINT}") from None
-    r = read_json(result) if isinstance(result, (str, Path)) else result
     edges, density, outside = channel_densities(r)
     f = r["scale_factor"]
     means = [m * f for m in r["per_channel"]["mean"]]
     stds = [s * f for s in r["per_channel"]["std"]]
-    reach = max(4.0, max(abs(m) + 4 * s for m, s in zip(means, stds, strict=True)))
-    x = torch.linspace(-reach, reach, 401, dtype=torch.float64)
-    normal = torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
-    channels = density.shape[0]
-    cols = min(channels, 4 if channels <= 16 else 8)
-    rows = math.ceil(channels / cols)
-    fig = Figure(figsize=(3.2 * cols, 2.4 * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
-    for c, ax in enumerate(axes.flat):
-        if c >= channels:
-            ax.set_visible(False)
-            continue
+    reach = _reach([r])
+    fig, axes = _panels(density.shape[0], ylabels=("density",))
+    for c, ax in enumerate(axes[0]):
         ax.stairs(density[c].numpy(), edges.numpy(), fill=True, alpha=0.6, label="latents")
-        ax.plot(x.numpy(), normal.numpy(), color="black", lw=1, label="N(0, 1)")
-        ax.set_xlim(-reach, reach)
+        _normal(ax, reach)
         ax.set_title(f"ch {c}: mean {means[c]:+.2f}, std {stds[c]:.2f}", fontsize=9)
         if outside[c] > 0:
             ax.text(0.02, 0.95, f"{100 * float(outside[c]):.2g}% off-range", transform=ax.transAxes,
                     fontsize=7, va="top")
-    axes.flat[0].legend(fontsize=7, loc="upper right")
+    axes[0][0].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{r['model'].get('source', '')}: z × {f:.5f} ({r['num_images']} images, "
                  f"posterior {r['recipe']['posterior']})", fontsize=10)
+    return fig
+
+
+def compare_figure(results: list[dict[str, Any]], names: list[str]) -> Figure:
+    """Each result's per-channel histogram of z × its own factor, overlaid: a linear panel for the
+    body and a log-density panel below it for the tails, where VAEs differ most."""
+    from .compare import check_overlay
+
+    check_overlay(results, names)
+    reach = _reach(results, tails=True)
+    densities = [channel_densities(r) for r in results]
+    fig, (body, tails) = _panels(len(results[0]["per_channel"]["mean"]), ylabels=("density", "density (log)"))
+    for c, (top, low) in enumerate(zip(body, tails, strict=True)):
+        for (edges, density, _), r, name in zip(densities, results, names, strict=True):
+            for ax in (top, low):
+                ax.stairs(density[c].numpy(), edges.numpy(), lw=1.2, label=f"{name} (× {r['scale_factor']:.5g})")
+        for ax in (top, low):
+            _normal(ax, reach)
+        low.set_yscale("log")
+        seen = torch.cat([d[c][d[c] > 0] for _, d, _ in densities])
+        if len(seen):  # the rarest bin any result filled: the tails, not empty bins' -inf
+            low.set_ylim(bottom=float(seen.min()) / 2)
+        top.set_title(f"ch {c}", fontsize=9)
+    handles, labels = body[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
+    fig.suptitle(f"per-channel latents × each result's own scale factor ({len(results)} results)", fontsize=10)
+    return fig
+
+
+def _load(result: dict[str, Any] | str | Path) -> dict[str, Any]:
+    return read_json(result) if isinstance(result, (str, Path)) else result
+
+
+def _reach(results: list[dict[str, Any]], tails: bool = False) -> float:
+    """Half the x range: 4 std beyond the farthest channel mean, and with `tails` the farthest
+    value seen (up to 10 units), all in scaled units."""
+    reach = 4.0
+    for r in results:
+        f, per = r["scale_factor"], r["per_channel"]
+        reach = max(reach, *(abs(m * f) + 4 * s * f for m, s in zip(per["mean"], per["std"], strict=True)))
+        if tails and "min" in per:
+            reach = max(reach, min(10.0, f * max(-min(per["min"]), max(per["max"]))))
+    return reach
+
+
+def _normal(ax: Any, reach: float) -> None:
+    """The N(0, 1) density every scaled channel should match, and the shared x range."""
+    x = torch.linspace(-reach, reach, 401, dtype=torch.float64)
+    ax.plot(x.numpy(), (torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)).numpy(), color="black", lw=1,
+            ls="--", label="N(0, 1)")
+    ax.set_xlim(-reach, reach)
+
+
+def _panels(channels: int, ylabels: tuple[str, ...]) -> tuple[Figure, list[list[Any]]]:
+    """A grid of channels (4 columns, 8 past 16 channels), each one axes tall per y label;
+    returns the figure and, per y label, the channels' axes (unused ones hidden)."""
+    rows_per_channel = len(ylabels)
+    cols = min(channels, 4 if channels <= 16 else 8)
+    rows = math.ceil(channels / cols)
+    fig = _figure_class()(figsize=(3.2 * cols, (2.4 * rows + 0.2) * rows_per_channel + 0.4), layout="constrained")
+    grid = fig.subplots(rows * rows_per_channel, cols, squeeze=False, sharex=True)
+    kinds = [[grid[r * rows_per_channel + k][c] for r in range(rows) for c in range(cols)]
+             for k in range(rows_per_channel)]
+    for ax in (ax for kind in kinds for ax in kind[channels:]):
+        ax.set_visible(False)
+    for ax in grid[-1]:
+        ax.set_xlabel("z × scale factor", fontsize=8)
+    for kind, label in zip(kinds, ylabels, strict=True):
+        for ax in kind[::cols]:
+            ax.set_ylabel(label, fontsize=8)
+    return fig, [kind[:channels] for kind in kinds]
+
+
+def _figure_class() -> type:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError(f"plot needs matplotlib; install it with {INSTALL_HINT}") from None
+    return Figure
+
+
+def _save(fig: Figure, output: str | Path) -> Path:
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .conventions import CONVENTIONS, config_normalisation, normalisations
+from .forecast import table_rows
 from .known import lookup
 from .stats import PosteriorStats, histogram_edges
 from .version import __version__
@@ -45,7 +46,7 @@ def histogram_edges_for(info: dict[str, Any]) -> torch.Tensor:
     return histogram_edges(unit)
 
 
-def _population(recipe: dict[str, Any], skipped: list[dict[str, str]]) -> int | None:
+def population(recipe: dict[str, Any], skipped: list[dict[str, str]]) -> int | None:
     """How many usable images a full pass would see (None when the data set's size is unknown)."""
     size = recipe.get("dataset_size")
     return None if size is None else size - len(skipped)
@@ -55,8 +56,8 @@ def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str,
                  skipped: list[dict[str, str]], posterior: str, run: dict[str, Any],
                  latent_shape: list[int]) -> Result:
     """The schema-1 result; `state` carries the accumulator so `merge` needs nothing else."""
-    population = _population(recipe, skipped)
-    estimates = stats.estimates(population)
+    dataset = population(recipe, skipped)
+    estimates = stats.estimates(dataset)
     chosen = estimates[posterior]
     main = estimates[stats.base_key(posterior)]  # its interval
     seen = estimates[stats.realised_key(posterior)]  # its realised latents
@@ -113,6 +114,17 @@ def speed(encoder: Any, flops_per_image: float | None, images: int, seconds: flo
     return {"images_per_s": rate, "encoder_gflop_per_image": flops_per_image / 1e9 if flops_per_image else None,
             "achieved_tflops": tflops, "device_peak_tflops": peak,
             "fraction_of_peak": tflops / peak if tflops and peak else None}
+
+
+def frames_result(frames: dict[str, PosteriorStats], posterior: str) -> dict[str, Any]:
+    """The first latent frame and the later ones as separate estimates, plus their mergeable state."""
+    out: dict[str, Any] = {}
+    for name, stats in frames.items():
+        chosen = stats.estimates()[stats.key(posterior)]
+        out[name] = {k: chosen[k] for k in ("scale_factor", "std", "mean")}
+        out[name]["num_elements"] = stats.base(posterior).num_elements
+    out["state"] = {name: stats.to_dict() for name, stats in frames.items()}
+    return out
 
 
 def _fmt(x: float | None, digits: int = 5) -> str:
@@ -182,6 +194,10 @@ def _rows_distribution(r: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
     run, rows = r["run"], []
+    if r.get("frames"):
+        first, later = r["frames"]["first"], r["frames"]["later"]
+        rows.append(("video frames", f"first latent frame {first['scale_factor']:.5f} (std {first['std']:.4g}), "
+                                     f"later frames {later['scale_factor']:.5f} (std {later['std']:.4g})"))
     if run.get("stop_reason"):
         rows.append(("stopped early", run["stop_reason"]))
     if run.get("rel_tol_unmet"):
@@ -191,7 +207,7 @@ def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("speed", f"{run['images_per_s']:.3g} units/s"
                               + (f", encoder {tflops:.3g} TFLOP/s" if tflops else "")
                               + (f" ({_pct(peak)} of {run['device_peak_tflops']:g} peak)" if peak else "")))
-    return rows
+    return rows + (table_rows(run["forecast"]) if run.get("forecast") else [])
 
 
 def format_table(r: dict[str, Any]) -> str:

@@ -1,0 +1,109 @@
+"""`compare`: results side by side and a 95 % test of whether their factors differ."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_kl
+from latent_scale.compare import check_overlay, compare_results, format_comparison, load_results
+from latent_scale.errors import InputError
+
+
+def _estimate(vae: torch.nn.Module, photo_dir: Path, folder: Path) -> Path:
+    import latent_scale
+
+    torch.set_num_threads(1)
+    vae.save_pretrained(folder / "vae")
+    out = folder / "result.json"
+    latent_scale.estimate(str(folder / "vae"), str(photo_dir), size=32, workers=0, progress=False, output=str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_vae_json(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny VAE with other weights (seed 1), same photographs: an independent, different factor."""
+    return _estimate(tiny_kl(seed=1), photo_dir, tmp_path_factory.mktemp("other-vae"))
+
+
+@pytest.fixture(scope="module")
+def eight_channel_json(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _estimate(tiny_kl(latent_channels=8), photo_dir, tmp_path_factory.mktemp("eight-channels"))
+
+
+def _z(a: dict, b: dict) -> float:
+    """The test statistic by hand: standard errors from the 95 % half-widths."""
+    se = [(r["scale_factor_ci95"][1] - r["scale_factor_ci95"][0]) / 2 / 1.959964 for r in (a, b)]
+    return (b["scale_factor"] - a["scale_factor"]) / math.sqrt(se[0] ** 2 + se[1] ** 2)
+
+
+def test_two_results_of_the_same_run_show_no_difference(result_json: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "again.json"
+    shutil.copy(result_json, copy)
+    cmp = compare_results(*load_results([result_json, copy]))
+    (verdict,) = cmp["verdicts"]
+    assert (verdict["z"], verdict["differ"], verdict["independent"]) == (0.0, False, False)
+    assert "again vs r: no difference (z = 0.00)" in format_comparison(cmp)
+
+
+def test_two_different_vaes_differ(result_json: Path, other_vae_json: Path) -> None:
+    results, names = load_results([result_json, other_vae_json])
+    cmp = compare_results(results, names)
+    (verdict,) = cmp["verdicts"]
+    z = _z(*results)
+    assert abs(z) > 1.959964  # the fixture's premise: these tiny VAEs give clearly different factors
+    assert verdict["z"] == pytest.approx(z, rel=1e-6)
+    assert verdict["differ"] and verdict["independent"]
+    assert f"result vs r: differ (z = {z:.2f}) at 95 %" in format_comparison(cmp)
+
+
+def test_table_shows_each_results_numbers_side_by_side(result_json: Path, other_vae_json: Path) -> None:
+    results, names = load_results([result_json, other_vae_json])
+    lines = format_comparison(compare_results(results, names)).splitlines()
+    assert lines[0].split() == ["r", "result"]
+    rows = {line[:20].strip(): line[20:].split("  ") for line in lines[1:] if line[:20].strip()}
+    factor = [f"{r['scale_factor']:.5f} ± {(r['scale_factor_ci95'][1] - r['scale_factor_ci95'][0]) / 2:.5f}"
+              for r in results]
+    assert [c.strip() for c in rows["scale factor (95%)"] if c.strip()] == factor
+    assert " ".join(rows["ch 3 mean / std"]).split() == [
+        t for r in results for t in (f"{r['per_channel']['mean'][3]:+.4g}", "/", f"{r['per_channel']['std'][3]:.4g}")]
+    assert " ".join(rows["beyond ±3 (N: 0.27%)"]).split() == [
+        f"{100 * r['distribution']['beyond_3']:.3g}%" for r in results]
+    assert " ".join(rows["config factor"]).split() == ["0.5", "0.5"]
+
+
+def test_different_channel_counts_compare_globally_but_refuse_the_overlay(
+        result_json: Path, eight_channel_json: Path, tmp_path: Path) -> None:
+    results, names = load_results([result_json, eight_channel_json])
+    text = format_comparison(compare_results(results, names))
+    assert "ch 7 mean / std" in text and text.count(" -") >= 4  # the 4-channel column has no ch 4..7
+    with pytest.raises(InputError, match="different channel counts .r 4, result 8."):
+        check_overlay(results, names)
+    pytest.importorskip("matplotlib")
+    from latent_scale.plot import plot_compare
+
+    with pytest.raises(InputError, match="different channel counts"):
+        plot_compare(results, names, tmp_path / "overlay.png")
+    assert not (tmp_path / "overlay.png").exists()
+
+
+def test_a_file_that_is_not_a_result_is_refused_in_one_sentence(result_json: Path, tmp_path: Path) -> None:
+    other = tmp_path / "config.json"
+    other.write_text(json.dumps({"scaling_factor": 0.18215}))
+    with pytest.raises(InputError, match=r"config.json is not a latent-scale result; compare needs result JSON"):
+        load_results([result_json, other])
+    with pytest.raises(InputError, match="two or more"):
+        compare_results(*load_results([result_json]))
+
+
+def test_a_sweep_file_gives_one_entry_per_size(result_json: Path, tmp_path: Path) -> None:
+    r = json.loads(result_json.read_text())
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps([r, {**r, "recipe": {**r["recipe"], "size": 64}}]))
+    results, names = load_results([sweep])
+    assert names == ["sweep@32", "sweep@64"] and results[1]["recipe"]["size"] == 64
