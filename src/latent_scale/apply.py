@@ -1,37 +1,114 @@
-"""`latent-scale apply`: write a result's normalisation into a local VAE's config.json."""
+"""`latent-scale apply`: write a result's normalisation into a local VAE's config.json, losing nothing.
+
+A mistyped or stale factor silently ruins a training run, so apply writes atomically, keeps every
+earlier config (config.json.bak is the original and is never overwritten; later ones are numbered),
+removes the keys of the conventions it does not write, and refuses values no pipeline can use.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from .conventions import normalisations
+from .conventions import CONVENTION_KEYS, normalisations
 from .errors import InputError
-from .io import _atomically, read_json, write_json
+from .io import as_object, parse_json, read_bytes, read_json, write_atomic, write_json
+
+FLAGS = {"scale": "a plain apply", "shift": "--shift", "per_channel": "--per-channel", "rms": "--rms"}
+POSITIVE = ("scaling_factor", "latents_std")  # divided by or multiplied into latents: must be > 0
+
+
+def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: bool = False,
+                 per_channel: bool = False, rms: bool = False, subfolder: str | None = None,
+                 dry_run: bool = False, force: bool = False) -> dict[str, Any]:
+    """Write a result's normalisation (plain scaling_factor by default; shift/per_channel/rms pick another
+    convention, see conventions.CONVENTIONS) into the config.json of the local VAE folder `to`.
+
+    `force` allows a config of another class than the one measured; nothing overrides the other checks.
+    Returns {"config", "backup" (where the old config goes; None when nothing changes), "set": {key: value}
+    (null where a key is unset rather than removed), "removed": [keys], "changed", "dry_run"};
+    describe_apply words it.
+    """
+    convention = _convention(shift, per_channel, rms)
+    r, name = _read_result(result)
+    path = _config_path(to, subfolder)
+    raw = read_bytes(path)
+    config = as_object(parse_json(raw, path), path, "diffusers config")
+    _check_target(r, config, path, force)
+    defaults = _class_defaults(config["_class_name"])
+    values = _fit_to_class(_values(r, convention, name), convention, config["_class_name"], defaults)
+    new, removed = _updated(config, values, defaults)
+    changed = new != config
+    backup = _next_backup(path) if changed else None
+    if changed and not dry_run:
+        _replace_config(path, new, raw, backup)
+    unset = {k: None for k in removed if k in new}  # set to null: the class default would apply otherwise
+    return {"config": path, "backup": backup, "set": {**values, **unset},
+            "removed": [k for k in removed if k not in new], "changed": changed, "dry_run": dry_run}
+
+
+def describe_apply(done: dict[str, Any]) -> str:
+    """The lines the CLI prints: exactly which keys were (or would be) set and removed, and the backup."""
+    would = "would " if done["dry_run"] else ""
+    values = ", ".join(f"{k}={json.dumps(v)}" for k, v in done["set"].items())
+    if not done["changed"]:
+        return f"{done['config']} already holds {values}; nothing written"
+    lines = [f"{would}set {values} in {done['config']}"]
+    if done["removed"]:
+        lines.append(f"{would}remove {', '.join(done['removed'])} (another convention's keys)")
+    lines.append(f"{'would keep' if would else 'kept'} the previous config as {done['backup']}")
+    if done["dry_run"]:
+        lines.append("nothing written (--dry-run)")
+    return "\n".join(lines)
+
+
+def _convention(shift: bool, per_channel: bool, rms: bool) -> str:
+    if sum((shift, per_channel, rms)) > 1:
+        raise InputError("--shift, --per-channel and --rms are alternative conventions; pick one")
+    return "shift" if shift else "per_channel" if per_channel else "rms" if rms else "scale"
+
+
+def _is_number(x: Any) -> bool:
+    """A JSON number or null (null is an undefined value, refused later with its own sentence)."""
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _read_result(result: dict[str, Any] | str | Path) -> tuple[dict[str, Any], str]:
+    """The result and the name errors use for it; anything not shaped like a result is refused here."""
+    name = str(result) if isinstance(result, (str, Path)) else "the result"
+    r = read_json(result) if isinstance(result, (str, Path)) else result
+    if isinstance(r, list) and r and all(isinstance(x, dict) for x in r):
+        raise InputError(f"{name} holds {len(r)} results (one per --size of a sweep); apply takes one: "
+                         "save the entry you want as its own file")
+    r = as_object(r, name, "latent-scale result")
+    per, model = r.get("per_channel"), r.get("model")
+    fields = [(k, k in r and _is_number(r[k]), "a number") for k in ("scale_factor", "shift_factor", "rms")]
+    fields += [("per_channel", isinstance(per, dict) and _channel_lists(per), "mean and std lists of one length"),
+               ("model", isinstance(model, dict) and isinstance(model.get("class", ""), (str, type(None))),
+                "an object naming the class")]
+    for key, ok, want in fields:
+        if not ok:
+            raise InputError(f"{name} is not a latent-scale result: its {key} is missing or not {want}")
+    return r, name
+
+
+def _channel_lists(per: dict[str, Any]) -> bool:
+    mean, std = per.get("mean"), per.get("std")
+    return (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) > 0
+            and all(map(_is_number, mean + std)))
 
 
 def _looks_like_hub_id(s: str) -> bool:
     return re.fullmatch(r"[\w.-]+/[\w.-]+", s) is not None and not s.startswith(".")
 
 
-def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: bool = False,
-                 per_channel: bool = False, rms: bool = False, subfolder: str | None = None) -> dict[str, Any]:
-    """Write a result's normalisation into a local VAE folder's config.json.
+def _config_path(to: str | Path, subfolder: str | None) -> Path:
+    """The config.json to update: in `to`, its --subfolder, or the VAE component of a pipeline folder."""
+    from .models import local_subfolder
 
-    Why: a mistyped factor silently ruins a training run, so the write is atomic, the old
-    config stays as config.json.bak, and a result from another class or channel count is refused.
-    Default is the global scaling_factor; shift/per_channel/rms pick another convention
-    (see CONVENTIONS). Returns {"config": path, "backup": path, "written": {key: value}}.
-    """
-    from .models import latent_channels, local_subfolder
-
-    if sum((shift, per_channel, rms)) > 1:
-        raise InputError("--shift, --per-channel and --rms are alternative conventions; pick one")
-    r = read_json(result) if isinstance(result, (str, Path)) else result
-    if "scale_factor" not in r or "per_channel" not in r:
-        raise InputError(f"{result if isinstance(result, (str, Path)) else 'the result'} is not a latent-scale result")
     folder = Path(to).expanduser()
     if not folder.exists():
         if _looks_like_hub_id(str(to)):
@@ -41,20 +118,106 @@ def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: 
     if not folder.is_dir():
         raise InputError(f"--to {to} is a file; pass the folder that holds the VAE's config.json")
     sub = local_subfolder(folder, subfolder)
-    path = folder / sub / "config.json" if sub else folder / "config.json"
-    config = read_json(path)
-    want, have = r["model"].get("class"), config.get("_class_name")
-    if want and have and want != have:
-        raise InputError(f"the result was measured on a {want}, but {path} describes a {have}; "
+    return folder / sub / "config.json" if sub else folder / "config.json"
+
+
+def _check_target(r: dict[str, Any], config: dict[str, Any], path: Path, force: bool) -> None:
+    """Refuse a config that is not a supported autoencoder, or not of the model measured."""
+    from .models import FAMILIES, latent_channels
+
+    have, want = config.get("_class_name"), r["model"].get("class")
+    if not isinstance(have, str):
+        found = "no _class_name" if have is None else f"a _class_name that is a {type(have).__name__}"
+        raise InputError(f"{path} has {found}, so it is not a diffusers autoencoder config "
+                         "(a transformers model's?); pass the VAE's folder")
+    if have not in FAMILIES:
+        raise InputError(f"{path} describes a {have}, not a supported autoencoder; pass the VAE's folder "
+                         "(or --subfolder)")
+    if want and want != have and not force:
+        raise InputError(f"the result was measured on a {want}, but {path} describes a {have}; pass the folder "
+                         "of the model you measured, or --force if it is the same model under another class")
+    channels, measured = latent_channels(config), len(r["per_channel"]["mean"])
+    if channels is not None and channels != measured:
+        raise InputError(f"the result has {measured} latent channels, but {path} has {channels}; "
                          "pass the folder of the model you measured")
-    channels = latent_channels(config)
-    if channels is not None and channels != len(r["per_channel"]["mean"]):
-        raise InputError(f"the result has {len(r['per_channel']['mean'])} latent channels, but {path} "
-                         f"has {channels}; pass the folder of the model you measured")
-    convention = "shift" if shift else "per_channel" if per_channel else "rms" if rms else "scale"
-    written = normalisations(r)[convention]
-    backup = path.with_name(path.name + ".bak")
-    with _atomically(backup) as tmp:
-        shutil.copy2(path, tmp)
-    write_json(path, {**config, **written})
-    return {"config": path, "backup": backup, "written": written}
+
+
+def _class_defaults(class_name: str) -> dict[str, Any] | None:
+    """The config keys a diffusers class reads, with their defaults; None for a class diffusers lacks."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    if cls is None:
+        return None
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+
+
+def _values(r: dict[str, Any], convention: str, name: str) -> dict[str, dict[str, Any]]:
+    """Every convention's config values, the chosen one checked: undefined, non-finite or (for factors and
+    stds) non-positive values are refused, because a pipeline would silently produce garbage with them."""
+    every = normalisations(r)
+    for key, value in every[convention].items():
+        for x in value if isinstance(value, list) else [value]:
+            if x is None or (key in POSITIVE and x <= 0):
+                shown = "undefined (not a finite number)" if x is None else f"{x:g}, not positive"
+                raise InputError(f"cannot apply {name} with {FLAGS[convention]}: its {key} would be {shown}; "
+                                 "check the result (it may come from too few images or constant latents)")
+    return every
+
+
+def _needed(values: dict[str, Any]) -> set[str]:
+    """The keys that carry the normalisation (per-channel's scaling_factor of 1 changes nothing)."""
+    return {k for k, v in values.items() if not (k == "scaling_factor" and v == 1.0)}
+
+
+def _fit_to_class(every: dict[str, dict[str, Any]], convention: str, class_name: str,
+                  defaults: dict[str, Any] | None) -> dict[str, Any]:
+    """The chosen convention's values, limited to the keys the class reads; a convention whose keys the
+    class ignores is refused, since writing them would change nothing."""
+    values = every[convention]
+    if defaults is None:
+        return values
+    ignored = sorted(_needed(values) - defaults.keys())
+    if ignored:
+        usable = [FLAGS[c] for c, v in every.items() if _needed(v) <= defaults.keys()]
+        hint = f"use {' or '.join(usable)}" if usable else "its pipelines normalise some other way"
+        raise InputError(f"{class_name} does not read {', '.join(ignored)} from its config, so {FLAGS[convention]} "
+                         f"would change nothing; {hint}")
+    return {k: v for k, v in values.items() if k in defaults}
+
+
+def _updated(config: dict[str, Any], values: dict[str, Any],
+             defaults: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """The new config and the other conventions' keys taken out of it: removed, or set to null where the
+    class would otherwise fall back to a default that normalises (Wan's built-in latents_mean)."""
+    new, removed = {**config, **values}, []
+    for key in CONVENTION_KEYS:
+        if key in config and key not in values and config[key] is not None:
+            removed.append(key)
+            if (defaults or {}).get(key) in (None, 0, 0.0):
+                del new[key]
+            else:
+                new[key] = None
+    return new, removed
+
+
+def _replace_config(path: Path, new: dict[str, Any], raw: bytes, backup: Path) -> None:
+    """Back the old bytes up (with the config's mode), then write; a failed write takes its fresh backup
+    with it, so the folder is as it was and a retry numbers nothing."""
+    write_atomic(backup, raw, like=path)
+    try:
+        write_json(path, new)
+    except BaseException:
+        backup.unlink(missing_ok=True)
+        raise
+
+
+def _next_backup(path: Path) -> Path:
+    """config.json.bak for the first apply (the original, never overwritten), then .bak.1, .bak.2, ..."""
+    backup, n = path.with_name(path.name + ".bak"), 0
+    while os.path.lexists(backup):
+        n += 1
+        backup = path.with_name(f"{path.name}.bak.{n}")
+    return backup

@@ -11,10 +11,8 @@ from typing import Any
 
 from .errors import InputError
 from .identity import first_difference
-from .io import read_json, write_json
+from .io import CHECKPOINT_KIND, read_object, write_json
 from .loop import Run
-
-KIND = "latent-scale-checkpoint"
 
 
 class Checkpoint:
@@ -24,21 +22,27 @@ class Checkpoint:
         self.path, self.fingerprint, self.every = path, fingerprint, every
         self.last_save = time.monotonic()
 
-    @classmethod
-    def for_rank(cls, path: str | None, rank: int, world: int, fingerprint: dict[str, Any],
-                 every: float) -> Checkpoint | None:
+    @staticmethod
+    def path_for(path: str | None, rank: int, world: int) -> Path | None:
+        """One file per torchrun rank (the plain path for a single process)."""
         if not path:
             return None
         p = Path(path)
-        return cls(p if world == 1 else p.with_name(f"{p.name}.rank{rank}-of-{world}"), fingerprint, every)
+        return p if world == 1 else p.with_name(f"{p.name}.rank{rank}-of-{world}")
+
+    @classmethod
+    def for_rank(cls, path: str | None, rank: int, world: int, fingerprint: dict[str, Any],
+                 every: float) -> Checkpoint | None:
+        p = cls.path_for(path, rank, world)
+        return None if p is None else cls(p, fingerprint, every)
 
     def resume(self) -> Run | None:
         """The saved run, when its fingerprint matches this one; None when there is no file yet."""
         if not self.path.exists():
             warnings.warn(f"no checkpoint at {self.path} yet: starting from the first unit", stacklevel=2)
             return None
-        saved = read_json(self.path)
-        if not isinstance(saved, dict) or saved.get("kind") != KIND:
+        saved = read_object(self.path, "latent-scale checkpoint")
+        if saved.get("kind") != CHECKPOINT_KIND:
             raise InputError(f"{self.path} is not a latent-scale checkpoint")
         diff = first_difference(saved.get("fingerprint"), self.fingerprint)
         if diff:
@@ -47,7 +51,7 @@ class Checkpoint:
         return Run.from_dict(saved["run"])
 
     def save(self, run: Run) -> None:
-        write_json(self.path, {"kind": KIND, "fingerprint": self.fingerprint, "run": run.to_dict()})
+        write_json(self.path, {"kind": CHECKPOINT_KIND, "fingerprint": self.fingerprint, "run": run.to_dict()})
         self.last_save = time.monotonic()
 
     def due(self) -> bool:

@@ -196,14 +196,14 @@ def apply(
     per_channel: bool = typer.Option(False, help="Write latents_mean/latents_std and scaling_factor 1."),
     rms: bool = typer.Option(False, help="Write the uncentred factor 1/rms as scaling_factor."),
     subfolder: str | None = typer.Option(None, help="Subfolder of --to holding the VAE's config.json."),
+    dry_run: bool = typer.Option(False, help="Print what would be set and removed; write nothing."),
+    force: bool = typer.Option(False, help="Write into a config of another class than the one measured."),
 ) -> None:
-    """Write the measured factor into a local VAE's config.json (atomically; the old one stays as .bak)."""
-    from .apply import apply_result
+    """Write the measured factor into a local VAE's config.json (atomically; the original stays as .bak)."""
+    from .apply import apply_result, describe_apply
 
-    done = apply_result(result, to, shift=shift, per_channel=per_channel, rms=rms, subfolder=subfolder)
-    written = ", ".join(f"{k}={v if not isinstance(v, list) else f'[{len(v)} values]'}"
-                        for k, v in done["written"].items())
-    typer.echo(f"wrote {written} into {done['config']} (previous config: {done['backup']})")
+    typer.echo(describe_apply(apply_result(result, to, shift=shift, per_channel=per_channel, rms=rms,
+                                           subfolder=subfolder, dry_run=dry_run, force=force)))
 
 
 @app.command()
@@ -211,10 +211,13 @@ def apply(
 def plot(
     result: Path = typer.Argument(..., help="A result JSON of latent-scale estimate or merge."),
     output: Path = typer.Option(..., "--output", "-o", help="Image file to write (png, pdf, svg ...)."),
+    force: bool = typer.Option(False, help="Replace an existing file that is not an image."),
 ) -> None:
     """Per-channel histograms of the scaled latents against a unit normal (needs matplotlib)."""
+    from .io import check_output
     from .plot import plot_result
 
+    check_output(output, inputs=[result], kind="plot", force=force)
     typer.echo(f"wrote {plot_result(result, output)}")
 
 

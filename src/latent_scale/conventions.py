@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -13,6 +14,8 @@ CONVENTIONS = {
     "per_channel": "SDXL-style/Mochi/Wan pipelines: latents = (z - latents_mean) * scaling_factor / latents_std",
     "rms": "uncentred, no shift: mean((z * scaling_factor)^2) = 1",
 }
+# Every config.json key some convention writes; a convention's write removes the ones it does not write.
+CONVENTION_KEYS = ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
 
 
 def config_normalisation(info: dict[str, Any], channels: int) -> tuple[str, Any, Any] | None:
@@ -29,9 +32,21 @@ def config_normalisation(info: dict[str, Any], channels: int) -> tuple[str, Any,
     return None
 
 
-def _sig(x: float, digits: int = 6) -> float:
-    """A config value to `digits` significant digits: far below the statistical error, easy to read."""
-    return float(f"{x:.{digits}g}")
+def _sig(x: Any, digits: int = 6) -> float | None:
+    """A config value to `digits` significant digits: far below the statistical error, easy to read;
+    None where the result holds no finite number (apply refuses it, snippets show null)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        rounded = float(f"{x:.{digits}g}")
+    except OverflowError:  # an int beyond float range
+        return None
+    return rounded if math.isfinite(rounded) else None
+
+
+def _inverse(x: Any) -> float | None:
+    """1/x, or None where x is no finite non-zero number (rms is 0 only when every latent is 0)."""
+    return _sig(1 / x) if _sig(x) else None
 
 
 def normalisations(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -46,5 +61,5 @@ def normalisations(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "shift": {"scaling_factor": _sig(r["scale_factor"]), "shift_factor": _sig(r["shift_factor"])},
         "per_channel": {"latents_mean": [_sig(m) for m in per["mean"]],
                         "latents_std": [_sig(s) for s in per["std"]], "scaling_factor": 1.0},
-        "rms": {"scaling_factor": _sig(1 / r["rms"])},
+        "rms": {"scaling_factor": _inverse(r["rms"])},
     }

@@ -18,7 +18,7 @@ from .checkpoint import Checkpoint, ForceQuit, StopSignals
 from .encode import ChunkedEncoder, Posterior
 from .errors import InputError, Interrupted
 from .forecast import forecast, postfix
-from .io import write_json
+from .io import check_checkpoint_path, check_output, write_json
 from .loop import Accumulate, Run, consume, frames_from_dict, frames_to_dict, merge_frames
 from .models import Encoder, load_model
 from .options import Options, make_options, parse_shard
@@ -44,6 +44,7 @@ def run(opts: Options) -> list[Result]:
     rank, world = distributed.init()
     if opts.rel_tol is not None and world > 1:
         raise InputError("--rel-tol needs a single process; with torchrun use --limit")
+    _check_outputs(opts, rank, world)
     source = open_source(opts)
     encoder = _load_encoder(opts, rank, world)
     positions = _positions(len(source), opts, rank, world)
@@ -72,6 +73,15 @@ def run(opts: Options) -> list[Result]:
     if opts.output and rank == 0:
         write_json(opts.output, results[0] if len(results) == 1 else results)
     return results
+
+
+def _check_outputs(opts: Options, rank: int, world: int) -> None:
+    """Refuse, before any work, to overwrite what is not ours (or a checkpoint without --resume)."""
+    if opts.output and rank == 0:
+        check_output(opts.output, inputs=[opts.checkpoint] if opts.checkpoint else (), force=opts.force)
+    path = Checkpoint.path_for(opts.checkpoint, rank, world)
+    if path:
+        check_checkpoint_path(path, opts.resume, opts.force, inputs=[opts.output] if opts.output else ())
 
 
 def _load_encoder(opts: Options, rank: int, world: int) -> Encoder:
