@@ -6,13 +6,14 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
 from .identity import first_difference
 from .io import CHECKPOINT_KIND, read_object, write_json
-from .loop import Run
+from .state import Run
 
 
 class Checkpoint:
@@ -21,6 +22,7 @@ class Checkpoint:
     def __init__(self, path: Path, fingerprint: dict[str, Any], every: float) -> None:
         self.path, self.fingerprint, self.every = path, fingerprint, every
         self.last_save = time.monotonic()
+        self.before_save: Callable[[Run], None] | None = None  # e.g. flush --save-latents first
 
     @staticmethod
     def path_for(path: str | None, rank: int, world: int) -> Path | None:
@@ -51,6 +53,8 @@ class Checkpoint:
         return Run.from_dict(saved["run"])
 
     def save(self, run: Run) -> None:
+        if self.before_save:
+            self.before_save(run)
         write_json(self.path, {"kind": CHECKPOINT_KIND, "fingerprint": self.fingerprint, "run": run.to_dict()})
         self.last_save = time.monotonic()
 

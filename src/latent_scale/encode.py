@@ -1,4 +1,4 @@
-"""Pixels -> posterior (μ, σ | None), in chunks that survive out-of-memory and low-precision overflow."""
+"""Pixels -> posterior (mean, logvar | None), in chunks that survive out-of-memory and low-precision overflow."""
 
 from __future__ import annotations
 
@@ -47,18 +47,18 @@ class ChunkedEncoder:
         if self.count_flops:
             self.flops_per_unit, out = self.encoder.counted(x)
         else:
-            out = self.encoder(x)
+            out = self.encoder.posterior(x)
         if self.compile:
             self.encoder.compile()
         return out
 
     def _encode(self, x: torch.Tensor) -> Posterior:
-        mu, sigma = self.encoder(x) if self.started else self._first(x)
-        finite = torch.isfinite(mu).all() and (sigma is None or torch.isfinite(sigma).all())
+        mean, logvar = self.encoder.posterior(x) if self.started else self._first(x)
+        finite = torch.isfinite(mean).all() and (logvar is None or torch.isfinite(logvar).all())
         if not finite and self.encoder.dtype != torch.float32:
-            mu, sigma = self.float32()(x)
+            mean, logvar = self.float32().posterior(x)
             self.upcast_chunks += 1
-        return mu.double(), None if sigma is None else sigma.double()
+        return mean, logvar
 
     def _shrink(self, part: torch.Tensor, e: BaseException) -> None:
         shape = f"of shape {tuple(part.shape[1:])} on {self.encoder.device}"
@@ -73,17 +73,26 @@ class ChunkedEncoder:
             torch.cuda.empty_cache()
 
     def __call__(self, x: torch.Tensor) -> Posterior:
-        mus, sigmas, start = [], [], 0
+        """(mean, logvar | None) as the encoder gives them (its dtype; float32 where a chunk was upcast)."""
+        means, logvars, start = [], [], 0
         while start < len(x):
             part = x[start:start + self.chunk]
             try:
-                mu, sigma = self._encode(part)
+                mean, logvar = self._encode(part)
             except Exception as e:
                 if not is_oom(e):
                     raise
                 self._shrink(part, e)
                 continue
-            mus.append(mu)
-            sigmas.append(sigma)
+            means.append(mean)
+            logvars.append(logvar)
             start += len(part)
-        return torch.cat(mus), None if sigmas[0] is None else torch.cat(sigmas)
+        return _cat(means), None if logvars[0] is None else _cat(logvars)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """One tensor (no copy for a single chunk); chunks upcast to float32 make the whole batch float32."""
+    if len(parts) == 1:
+        return parts[0]
+    dtype = parts[0].dtype if len({p.dtype for p in parts}) == 1 else torch.float32
+    return torch.cat([p.to(dtype) for p in parts])

@@ -7,72 +7,26 @@ depend on batch, chunk, worker, shard or rank count, nor on where a run was resu
 
 from __future__ import annotations
 
+import math
+import sys
+import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
-from .errors import InputError
+from .checkpoint import Checkpoint, ForceQuit, StopSignals
+from .errors import InputError, Interrupted
+from .forecast import forecast, postfix
+from .latent_cache import LatentCache
+from .options import Options
 from .sources.base import Batch, Source
+from .state import FRAME_PARTS, Run
 from .stats import PosteriorStats
 
 Posterior = tuple[torch.Tensor, torch.Tensor | None]
-
-
-@dataclass
-class Run:
-    """The mutable state of one estimate, one statistics entry per view (--size); what a checkpoint holds."""
-
-    stats: list[PosteriorStats | None]
-    done: int = 0  # how many of this process's positions have been consumed
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    upcast_chunks: int = 0
-    latent_shapes: list[list[int]] = field(default_factory=list)
-    frames: list[dict[str, PosteriorStats] | None] = field(default_factory=list)  # video: first vs later frames
-
-    @classmethod
-    def empty(cls, views: int) -> Run:
-        return cls([None] * views, latent_shapes=[[] for _ in range(views)], frames=[None] * views)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stats": [s.to_dict() if s else None for s in self.stats], "done": self.done,
-                "skipped": self.skipped, "upcast_chunks": self.upcast_chunks, "latent_shapes": self.latent_shapes,
-                "frames": [frames_to_dict(f) for f in self.frames]}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Run:
-        stats = [PosteriorStats.from_dict(s) if s else None for s in d["stats"]]
-        return cls(stats, int(d["done"]), list(d["skipped"]), int(d["upcast_chunks"]), list(d["latent_shapes"]),
-                   [frames_from_dict(f) for f in d["frames"]])
-
-    @property
-    def num_units(self) -> int:
-        return min((s.num_images if s else 0) for s in self.stats)
-
-
-def frames_to_dict(frames: dict[str, PosteriorStats] | None) -> dict[str, Any] | None:
-    return None if frames is None else {k: v.to_dict() for k, v in frames.items()}
-
-
-def frames_from_dict(d: dict[str, Any] | None) -> dict[str, PosteriorStats] | None:
-    return None if d is None else {k: PosteriorStats.from_dict(v) for k, v in d.items()}
-
-
-def merge_frames(parts: list[dict[str, PosteriorStats] | None]) -> dict[str, PosteriorStats] | None:
-    """Ranks' or shards' frame statistics merged in order (None when no clip had later frames)."""
-    merged = None
-    for part in filter(None, parts):
-        if merged is None:
-            merged = part
-        else:
-            for name, stats in part.items():
-                merged[name].merge(stats)
-    return merged
-
-
-FRAME_PARTS = {"first": slice(0, 1), "later": slice(1, None)}  # a causal video VAE encodes frame 0 alone
 
 
 def noise(keys: list[int], shape: torch.Size, seed: int) -> torch.Tensor:
@@ -86,11 +40,12 @@ def noise(keys: list[int], shape: torch.Size, seed: int) -> torch.Tensor:
 
 
 class Accumulate:
-    """One batch: failed units skipped and listed, the rest turned into posteriors and accumulated."""
+    """One batch: failed units skipped and listed, the rest turned into posteriors (mean, logvar | None)
+    and accumulated as μ and σ = exp(logvar / 2) in float64; with --save-latents also written out."""
 
     def __init__(self, run: Run, source: Source, posterior: Callable[[torch.Tensor], Posterior], *, seed: int,
-                 strict: bool, edges: torch.Tensor | None, stochastic: bool) -> None:
-        self.run, self.source, self.posterior = run, source, posterior
+                 strict: bool, edges: torch.Tensor | None, stochastic: bool, cache: LatentCache | None = None) -> None:
+        self.run, self.source, self.posterior, self.cache = run, source, posterior, cache
         self.seed, self.strict, self.edges, self.stochastic = seed, strict, edges, stochastic
 
     def skip(self, index: int, reason: str, view: int | None = None) -> None:
@@ -109,25 +64,37 @@ class Accumulate:
         self.run.done += batch.size
 
     def _view(self, v: int, index: torch.Tensor, x: torch.Tensor, views: int) -> None:
-        mu, sigma = self.posterior(x)
-        bad = ~torch.isfinite(mu.flatten(1)).all(1)
-        if sigma is not None:
-            bad |= ~torch.isfinite(sigma.flatten(1)).all(1)
-        for i in index[bad].tolist():
-            self.skip(i, "non-finite latent even in float32", v if views > 1 else None)
-        keep = ~bad
+        mean, logvar = self.posterior(x)
+        keep = self._finite(mean, logvar, index, v if views > 1 else None)
         if not keep.any():
             return
-        mu, index = mu[keep], index[keep]
-        sigma = None if sigma is None else sigma[keep]
+        mean, index = mean[keep], index[keep]
+        logvar = None if logvar is None else logvar[keep]
+        keys = [self.source.noise_key(i) for i in index.tolist()]
+        if self.cache is not None:
+            self._save(keys, index, mean, logvar)
+        mu, sigma = mean.double(), None if logvar is None else torch.exp(0.5 * logvar).double()  # diffusers' std
         if self.run.stats[v] is None:
             self.run.stats[v] = PosteriorStats(mu.shape[1], self.stochastic, self.edges)
             self.run.latent_shapes[v] = list(mu.shape[1:]) if self.source.uniform else [mu.shape[1]]
-        keys = [self.source.noise_key(i) for i in index.tolist()]
         eps = noise(keys, mu.shape[1:], self.seed).to(mu.device) if sigma is not None else None
         self.run.stats[v].update(mu, sigma, eps)
         if mu.ndim == 5 and mu.shape[2] > 1:
             self._frames(v, mu, sigma, eps)
+
+    def _finite(self, mean: torch.Tensor, logvar: torch.Tensor | None, index: torch.Tensor,
+                view: int | None) -> torch.Tensor:
+        """Which units have a finite posterior; the others are skipped and listed."""
+        bad = ~torch.isfinite(mean.flatten(1)).all(1)
+        if logvar is not None:
+            bad |= ~torch.isfinite(logvar.flatten(1)).all(1)
+        for i in index[bad].tolist():
+            self.skip(i, "non-finite latent even in float32", view)
+        return ~bad
+
+    def _save(self, keys: list[int], index: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor | None) -> None:
+        for k, (key, i) in enumerate(zip(keys, index.tolist(), strict=True)):
+            self.cache.add(key, self.source.ids[i], mean[k], None if logvar is None else logvar[k])
 
     def _frames(self, v: int, mu: torch.Tensor, sigma: torch.Tensor | None, eps: torch.Tensor | None) -> None:
         """The causal first latent frame and the later ones, each with the clip's own noise."""
@@ -147,3 +114,56 @@ def consume(batches: Iterable[Batch], step: Callable[[Batch], None],
         if reason:
             return reason
     return None
+
+
+def interval(state: Run, posterior: str) -> tuple[float, float]:
+    """Running factor and 95 % half-width of the chosen posterior (nan until defined), worst view."""
+    worst = (math.nan, math.nan)
+    for stats in state.stats:
+        if stats is None or stats.num_images < 2:
+            return math.nan, math.nan
+        f, half = stats.interval(posterior)
+        if not half / f <= worst[1] / worst[0]:
+            worst = (f, half)
+    return worst
+
+
+def drive(batches: Any, step: Accumulate, state: Run, opts: Options, ckpt: Checkpoint | None, *,
+             total: int, show: bool, unit: str) -> str | None:
+    """The loop with a progress bar, periodic checkpoints, Ctrl-C/SIGTERM and --rel-tol; returns why it
+    stopped early (None when the data ran out)."""
+    bar = tqdm(total=total, initial=state.done, unit=unit, file=sys.stderr, disable=not show, dynamic_ncols=True)
+    signals = StopSignals()
+    start, seen_before = time.monotonic(), state.num_units
+
+    def after_batch(units: int) -> str | None:
+        bar.update(units)
+        f, half = interval(state, opts.posterior)
+        seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
+        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,)))
+        bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else ""), refresh=False)
+        if signals.requested:
+            raise KeyboardInterrupt
+        if ckpt and ckpt.due():
+            ckpt.save(state)
+        if opts.rel_tol is not None and state.num_units >= opts.min_images and half < opts.rel_tol * f:
+            return f"95% interval within ±{opts.rel_tol:g} after {state.num_units} {unit}s"
+        return None
+
+    try:
+        with signals:
+            return consume(batches, step, after_batch)
+    except (KeyboardInterrupt, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not signals.requested:
+            raise  # a real error, not a worker killed by the same Ctrl-C
+        raise interrupted(state, ckpt, isinstance(e, ForceQuit), unit) from None
+    finally:
+        bar.close()
+
+
+def interrupted(state: Run, ckpt: Checkpoint | None, force: bool, unit: str) -> Interrupted:
+    if ckpt and not force:
+        ckpt.save(state)
+        return Interrupted(f"interrupted after {state.done} {unit}s; state saved to {ckpt.path}, "
+                           "continue with --resume")
+    return Interrupted(f"interrupted after {state.done} {unit}s; nothing new saved")

@@ -7,8 +7,10 @@ stays on the CPU, untouched, because measuring a latent space never decodes.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,22 +32,53 @@ OFFLINE_HINT = (
 
 @dataclass(frozen=True)
 class Family:
-    """How one diffusers class encodes: its output attribute, and whether it is a video VAE."""
+    """How one diffusers class encodes: its output attribute, whether it takes clips (B, C, T, H, W),
+    and, for the classes whose pipelines encode clips, the temporal compression t read from a config
+    (the clips it encodes have 1 + k·t frames)."""
 
     output: str  # "latent_dist" (KL, stochastic) or the attribute holding a deterministic latent
     video: bool = False
+    temporal: Callable[[Mapping[str, Any]], int] | None = None
 
     @property
     def stochastic(self) -> bool:
         return self.output == "latent_dist"
 
 
+def wan_temporal(cfg: Mapping[str, Any]) -> int:
+    """pipeline_wan: config.scale_factor_temporal (its encoder also reads frames in groups of 4);
+    configs older than that key: 2 ** sum(temperal_downsample), as the Wan VACE pipeline computes it."""
+    return int(cfg.get("scale_factor_temporal") or 2 ** sum(cfg["temperal_downsample"]))
+
+
+def ratio_temporal(cfg: Mapping[str, Any]) -> int:
+    """CogVideoX and HunyuanVideo: config.temporal_compression_ratio."""
+    return int(cfg["temporal_compression_ratio"])
+
+
+def ltx_temporal(cfg: Mapping[str, Any]) -> int:
+    """LTX-Video: config.temporal_compression_ratio, else patch_size_t · 2 ** (temporal scaling blocks),
+    as AutoencoderKLLTXVideo computes it."""
+    return int(cfg.get("temporal_compression_ratio") or cfg["patch_size_t"] * 2 ** sum(cfg["spatio_temporal_scaling"]))
+
+
+def mochi_temporal(cfg: Mapping[str, Any]) -> int:
+    """Mochi: the product of config.temporal_expansions (6 for (1, 2, 3); its pipeline hard-codes 6)."""
+    return math.prod(cfg["temporal_expansions"])
+
+
 KL = Family("latent_dist")
-KL_VIDEO = Family("latent_dist", video=True)
+
+
+def kl_video(temporal: Callable[[Mapping[str, Any]], int] | None) -> Family:
+    """A stochastic video VAE; `temporal` None where its pipelines only encode single frames."""
+    return Family("latent_dist", video=True, temporal=temporal)
+
 
 # The registry of supported classes (each one tested with a tiny model); extend it with
 # register_family(). All take images in [-1, 1], as diffusers' pipelines feed them
-# (AutoencoderTiny rescales to [0, 1] inside its encoder). Video VAEs get a one-frame clip.
+# (AutoencoderTiny rescales to [0, 1] inside its encoder). Video VAEs get an image as a one-frame
+# clip; Qwen-Image's VAE (Wan's architecture) has no `temporal`: its pipelines encode single frames.
 # Not here: AutoencoderKLAllegro, which only encodes clips of at least `sample_frames` frames.
 FAMILIES: dict[str, Family] = {
     "AutoencoderKL": KL,
@@ -54,12 +87,12 @@ FAMILIES: dict[str, Family] = {
     "ConsistencyDecoderVAE": KL,
     "AutoencoderKLFlux2": KL,
     "AutoencoderKLHunyuanImage": KL,
-    "AutoencoderKLWan": KL_VIDEO,
-    "AutoencoderKLQwenImage": KL_VIDEO,
-    "AutoencoderKLCogVideoX": KL_VIDEO,
-    "AutoencoderKLHunyuanVideo": KL_VIDEO,
-    "AutoencoderKLLTXVideo": KL_VIDEO,
-    "AutoencoderKLMochi": KL_VIDEO,
+    "AutoencoderKLWan": kl_video(wan_temporal),
+    "AutoencoderKLQwenImage": kl_video(None),
+    "AutoencoderKLCogVideoX": kl_video(ratio_temporal),
+    "AutoencoderKLHunyuanVideo": kl_video(ratio_temporal),
+    "AutoencoderKLLTXVideo": kl_video(ltx_temporal),
+    "AutoencoderKLMochi": kl_video(mochi_temporal),
     "AutoencoderDC": Family("latent"),
     "AutoencoderTiny": Family("latents"),
     "VQModel": Family("latents"),  # before quantisation
@@ -103,12 +136,40 @@ class Encoder:
             return out.mean, out.std
         return out, None
 
+    @torch.inference_mode()
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (B, 3, H, W) or clips (B, 3, T, H, W) in [-1, 1] -> the posterior mean and logvar
+        exactly as diffusers holds them (its std is exp(0.5 · logvar), bit for bit); a deterministic
+        encoder gives (latent, None)."""
+        out = getattr(self.vae.encode(self._layout(x)), self.family.output)
+        if self.family.stochastic:
+            return out.mean, out.logvar
+        return out, None
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Video VAEs take an image as a one-frame clip; image VAEs take a one-frame clip as an image."""
+        if x.dim() == 4 and self.family.video:
+            x = x.unsqueeze(2)
+        elif x.dim() == 5 and not self.family.video:
+            if x.shape[2] != 1:
+                raise InputError(f"{type(self.vae).__name__} is an image autoencoder and cannot encode clips of "
+                                 f"{x.shape[2]} frames; use --frames 1 or a video autoencoder")
+            x = x.squeeze(2)
+        return x.to(self.device, self.dtype, non_blocking=True)
+
+    def enable_tiling(self) -> None:
+        """--tiling: the VAE's own tiled encode, so large frames fit in memory (tile seams change
+        the latents slightly, so the recipe records it)."""
+        if not callable(getattr(self.vae, "enable_tiling", None)):
+            raise InputError(f"{type(self.vae).__name__} has no tiled encode in diffusers; drop --tiling")
+        self.vae.enable_tiling()
+
     def counted(self, x: torch.Tensor) -> tuple[float, tuple[torch.Tensor, torch.Tensor | None]]:
         """Encode x under torch's FlopCounterMode: (FLOPs per image, the encoding), for TFLOP/s."""
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
-            out = self(x)
+            out = self.posterior(x)
         return counter.get_total_flops() / len(x), out
 
     def compile(self) -> None:
@@ -140,6 +201,15 @@ class Encoder:
         self.device = device
 
 
+def temporal_compression(encoder: Encoder) -> int:
+    """t, the frames per latent frame after the causal first one: clips must have 1 + k·t frames."""
+    rule = encoder.family.temporal
+    if rule is None:
+        raise InputError(f"{type(encoder.vae).__name__} encodes single frames (its pipelines never encode clips); "
+                         "pass --frames 1 to measure video frames as images")
+    return rule(dict(encoder.vae.config))
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,10 +222,26 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU multiplies bfloat16 in hardware (AMX-BF16 or AVX512-BF16 in the Linux
+    flags), where a bf16 encode runs ~3x faster than float32; False where it cannot tell."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return not {"amx_bf16", "avx512_bf16"}.isdisjoint(value.split())
+    return False
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """auto: float32 on CPU, bfloat16 on CUDA (bf16 has fp32's range, so force_upcast does not apply)."""
+    """auto: bfloat16 on CUDA and on CPUs with native bf16 units (bf16 has fp32's range, so
+    force_upcast does not apply; a float32 precision check measures its effect), else float32."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+        return torch.bfloat16 if native else torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:

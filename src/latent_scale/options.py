@@ -34,7 +34,8 @@ def option(default: Any, help: str, *, cli: type | None = None, flags: tuple[str
 class Options:
     """Every option of `latent-scale estimate`; the CLI and the Python API are thin layers over these."""
 
-    model: str = option(DEFAULT_MODEL, "Hub id, diffusers folder (pipeline or VAE), or single .safetensors/.ckpt file.")
+    model: str | None = option(None, "Hub id, diffusers folder (pipeline or VAE), or single .safetensors/.ckpt "
+                                     f"file [default: {DEFAULT_MODEL}; with --latents: none].")
     data: str = option("imagenette", "imagenette, samples, an image or video folder, a .txt list, 'shards/*.tar', "
                                      "parquet files, a saved dataset folder or hf://ORG/NAME[:SPLIT].")
     latents: str | None = option(None, "Measure cached latents instead of encoding images: a folder, glob, .txt list "
@@ -56,7 +57,8 @@ class Options:
     compile: bool = option(False, "torch.compile the encoder (worth it on GPUs, long runs).", flags=("--compile",))
     tiling: bool = option(False, "Use the VAE's own tiled encode (large frames); for classes that have it.",
                           flags=("--tiling",))
-    frames: int | None = option(None, "Frames per clip for video data (1 + k·t; default the model's short clip).")
+    frames: int | None = option(None, "Frames per clip for video data: 1 + k·t for the VAE's temporal compression t "
+                                      "[default 1 + 4t: 17 Wan/HunyuanVideo/CogVideoX, 25 Mochi, 33 LTX-Video].")
     fps: float | None = option(None, "Resample videos to this frame rate [default: each file's own].")
     clips_per_video: int = option(1, "Clips per video, evenly spaced (1 starts at frame 0).")
     moments: bool = option(False, "--latents files (and --save-latents) hold mean ‖ logvar (2C channels, LDM layout).",
@@ -110,7 +112,7 @@ class Options:
         """What about the options determines the numbers (compared by merge and resume), not how the
         work was split. The source and the encoder add their own parts (preprocessing, dtype)."""
         return {"data": self.latents or self.data, "size": self.sizes[0], "crop": self.crop,
-                "posterior": self.posterior, "seed": self.seed, "limit": self.limit}
+                "posterior": self.posterior, "seed": self.seed, "limit": self.limit, "tiling": self.tiling}
 
 
 def _flag(name: str) -> str:

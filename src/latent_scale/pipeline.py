@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import Checkpoint, ForceQuit, StopSignals
+from .checkpoint import Checkpoint
 from .encode import ChunkedEncoder, Posterior
-from .errors import InputError, Interrupted
-from .forecast import forecast, postfix
+from .errors import InputError
+from .forecast import forecast
 from .io import check_checkpoint_path, check_output, write_json
-from .loop import Accumulate, Run, consume, frames_from_dict, frames_to_dict, merge_frames
-from .models import Encoder, load_model
-from .options import Options, make_options, parse_shard
+from .latent_cache import LatentCache
+from .loop import Accumulate, drive
+from .models import Encoder, ModelInfo, load_model
+from .options import DEFAULT_MODEL, Options, make_options, parse_shard
 from .report import Result, build_result, frames_result, histogram_edges_for, population, speed
 from .sources import open_source
 from .sources.base import Source, loader, order
+from .state import Run, frames_from_dict, frames_to_dict, merge_frames
 from .stats import PosteriorStats
 
 
@@ -39,44 +40,54 @@ def estimate(model: str | None = None, data: str | None = None, *, config: str |
     return results[0] if len(results) == 1 else results
 
 
+@dataclass
+class Posteriors:
+    """What turns a batch of units into (mean, logvar | None): the encoder for pixels, the source
+    itself for cached latents; plus what the result says about it."""
+
+    fn: Callable[[torch.Tensor], Posterior]
+    info: ModelInfo | None
+    device: torch.device
+    dtype: str
+    stochastic: bool
+    chunked: ChunkedEncoder | None = None
+
+
 def run(opts: Options) -> list[Result]:
     """The recipe, in the order it happens."""
     rank, world = distributed.init()
-    if opts.rel_tol is not None and world > 1:
-        raise InputError("--rel-tol needs a single process; with torchrun use --limit")
-    _check_outputs(opts, rank, world)
-    source = open_source(opts)
-    encoder = _load_encoder(opts, rank, world)
+    _check_run(opts, rank, world)
+    source, posteriors = _source_and_posteriors(opts, rank, world)
     positions = _positions(len(source), opts, rank, world)
-    views = len(opts.sizes) if source.produces == "pixels" else 1
-    recipe = {**opts.recipe(), **source.recipe(), "dtype": str(encoder.dtype).removeprefix("torch."),
-              "dataset_size": len(source)}
-    ckpt = Checkpoint.for_rank(opts.checkpoint, rank, world, _fingerprint(encoder, recipe, opts, world, source),
+    recipe = {**opts.recipe(), **source.recipe(), "dtype": posteriors.dtype, "dataset_size": len(source)}
+    ckpt = Checkpoint.for_rank(opts.checkpoint, rank, world, _fingerprint(posteriors, recipe, opts, world, source),
                                opts.checkpoint_every)
-    state = (ckpt.resume() if opts.resume and ckpt else None) or Run.empty(views)
-    chunked = _chunked(encoder, opts)
-    step = Accumulate(state, source, _posterior(chunked), seed=opts.seed, strict=opts.strict,
-                      edges=histogram_edges_for(encoder.info.to_dict()), stochastic=encoder.stochastic)
+    state = (ckpt.resume() if opts.resume and ckpt else None) or Run.empty(len(opts.sizes))
+    cache = _latent_cache(opts, state, ckpt, posteriors, recipe, rank, world)
+    step = Accumulate(state, source, posteriors.fn, seed=opts.seed, strict=opts.strict, cache=cache,
+                      edges=histogram_edges_for(posteriors.info.to_dict() if posteriors.info else {}),
+                      stochastic=posteriors.stochastic)
     workers = _workers(opts, len(positions))
-    batches = loader(source, positions[state.done:], opts.batch_size, workers, encoder.device.type == "cuda")
+    batches = loader(source, positions[state.done:], opts.batch_size, workers, posteriors.device.type == "cuda")
     start = time.monotonic()
-    reason = _measure(batches, step, state, opts, ckpt, total=len(positions), show=opts.progress and rank == 0,
-                      unit=source.unit)
-    seconds = time.monotonic() - start
-    state.upcast_chunks += chunked.upcast_chunks
-    if ckpt:
-        ckpt.save(state)
-    run_info = {"seconds": seconds, "device": str(encoder.device), "world_size": world, "shard": opts.shard,
-                "batch_size": opts.batch_size, "chunk_size": chunked.chunk, "workers": workers,
+    reason = drive(batches, step, state, opts, ckpt, total=len(positions), show=opts.progress and rank == 0,
+                   unit=source.unit)
+    run_info = {"seconds": time.monotonic() - start, "device": str(posteriors.device), "world_size": world,
+                "shard": opts.shard, "batch_size": opts.batch_size, "workers": workers,
                 "stopped_early": reason is not None, "stop_reason": reason, "compile": opts.compile}
-    results = _results(state, encoder, chunked, recipe, opts, run_info, rank, world)
+    _finish(state, ckpt, cache, posteriors, run_info)
+    results = _results(state, posteriors, source, recipe, opts, run_info, rank, world)
     if opts.output and rank == 0:
         write_json(opts.output, results[0] if len(results) == 1 else results)
     return results
 
 
-def _check_outputs(opts: Options, rank: int, world: int) -> None:
-    """Refuse, before any work, to overwrite what is not ours (or a checkpoint without --resume)."""
+def _check_run(opts: Options, rank: int, world: int) -> None:
+    """Refuse, before any work: what the split cannot do, and overwriting what is not ours."""
+    if opts.rel_tol is not None and world > 1:
+        raise InputError("--rel-tol needs a single process; with torchrun use --limit")
+    if opts.save_latents and (opts.latents or len(opts.sizes) > 1):
+        raise InputError("--save-latents writes the latents of one image run: drop --latents or the --size list")
     if opts.output and rank == 0:
         check_output(opts.output, inputs=[opts.checkpoint] if opts.checkpoint else (), force=opts.force)
     path = Checkpoint.path_for(opts.checkpoint, rank, world)
@@ -84,15 +95,42 @@ def _check_outputs(opts: Options, rank: int, world: int) -> None:
         check_checkpoint_path(path, opts.resume, opts.force, inputs=[opts.output] if opts.output else ())
 
 
-def _load_encoder(opts: Options, rank: int, world: int) -> Encoder:
+def _source_and_posteriors(opts: Options, rank: int, world: int) -> tuple[Source, Posteriors]:
+    """Pixel sources are listed before the model loads (a bad --data fails at once); a latent source
+    after the optional --model, whose channel count it checks."""
+    if opts.latents:
+        encoder = _load_encoder(opts, "cpu", "float32") if opts.model else None
+        source = open_source(opts, channels=encoder.info.latent_channels if encoder else None)
+        return source, Posteriors(source.posterior, encoder.info if encoder else None, torch.device("cpu"),
+                                  "float64", source.moments)
+    source = open_source(opts)
+    encoder = _load_encoder(opts, distributed.device_for(opts.device, rank, world), opts.dtype)
+    source.adapt(encoder)
+    chunked = _chunked(encoder, opts)
+    return source, Posteriors(chunked, encoder.info, encoder.device, str(encoder.dtype).removeprefix("torch."),
+                              encoder.stochastic, chunked)
+
+
+def _load_encoder(opts: Options, device: str, dtype: str) -> Encoder:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
-    encoder = load_model(opts.model, subfolder=opts.subfolder, revision=opts.revision, variant=opts.variant,
-                         device=distributed.device_for(opts.device, rank, world), dtype=opts.dtype)
+    encoder = load_model(opts.model or DEFAULT_MODEL, subfolder=opts.subfolder, revision=opts.revision,
+                         variant=opts.variant, device=device, dtype=dtype)
     if not encoder.stochastic and opts.posterior != "mode":
         warnings.warn(f"{encoder.info.class_name} is deterministic: reporting the posterior mode", stacklevel=2)
+    if opts.tiling:
+        encoder.enable_tiling()
     return encoder
+
+
+def _chunked(encoder: Encoder, opts: Options) -> ChunkedEncoder:
+    def float32() -> Encoder:
+        return _load_encoder(opts, str(encoder.device), "float32")
+
+    auto = opts.chunk_size == "auto"
+    return ChunkedEncoder(encoder, float32, opts.batch_size if auto else int(opts.chunk_size), auto,
+                          count_flops=opts.crop, compile=opts.compile)
 
 
 def _positions(num_units: int, opts: Options, rank: int, world: int) -> list[int]:
@@ -101,87 +139,51 @@ def _positions(num_units: int, opts: Options, rank: int, world: int) -> list[int
     return order(num_units, opts.seed, opts.limit)[shard_i::shard_n][rank::world]
 
 
-def _fingerprint(encoder: Encoder, recipe: dict[str, Any], opts: Options, world: int,
+def _fingerprint(posteriors: Posteriors, recipe: dict[str, Any], opts: Options, world: int,
                  source: Source) -> dict[str, Any]:
     """What must match for a checkpoint to continue: model, recipe, split, and the unit list itself
     (a folder that gained or lost files would silently shift every later unit)."""
-    info = encoder.info.to_dict()
-    model = {k: info[k] for k in ("source", "subfolder", "revision", "variant", "class")}
+    info = posteriors.info.to_dict() if posteriors.info else {}
+    model = {k: info.get(k) for k in ("source", "subfolder", "revision", "variant", "class")}
     units = hashlib.sha256("\n".join(source.ids).encode()).hexdigest()[:16]
     return {"model": model, "recipe": recipe, "shard": opts.shard, "world": world, "images": units}
 
 
-def _chunked(encoder: Encoder, opts: Options) -> ChunkedEncoder:
-    def float32() -> Encoder:
-        return load_model(opts.model, subfolder=opts.subfolder, revision=opts.revision, variant=opts.variant,
-                          device=str(encoder.device), dtype="float32")
+def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors: Posteriors,
+                  recipe: dict[str, Any], rank: int, world: int) -> LatentCache | None:
+    """--save-latents: one writer per process (shard and rank), resumed with the checkpoint."""
+    if not opts.save_latents:
+        return None
+    if opts.moments and not posteriors.stochastic:
+        raise InputError("--moments needs a stochastic encoder (mean and logvar); this one is deterministic")
+    shard_i, shard_n = parse_shard(opts.shard)
+    rank_of, ranks = shard_i * world + rank, shard_n * world
+    meta = {"model": posteriors.info.to_dict() if posteriors.info else None, "recipe": recipe}
+    cache = (LatentCache.resume(opts.save_latents, state.cache, rank_of, ranks, opts.moments, meta=meta)
+             if state.cache else LatentCache(opts.save_latents, rank_of, ranks, opts.moments, meta=meta))
+    if ckpt:
+        def flush(saved: Run) -> None:
+            cache.flush()
+            saved.cache = cache.state()
 
-    auto = opts.chunk_size == "auto"
-    return ChunkedEncoder(encoder, float32, opts.batch_size if auto else int(opts.chunk_size), auto,
-                          count_flops=opts.crop, compile=opts.compile)
+        ckpt.before_save = flush
+    return cache
 
 
-def _posterior(chunked: ChunkedEncoder) -> Any:
-    def posterior(x: torch.Tensor) -> Posterior:
-        return chunked(x)
-
-    return posterior
+def _finish(state: Run, ckpt: Checkpoint | None, cache: LatentCache | None, posteriors: Posteriors,
+            run_info: dict[str, Any]) -> None:
+    """Count the float32 retries, and leave a last checkpoint and a complete latent folder."""
+    if posteriors.chunked:
+        state.upcast_chunks += posteriors.chunked.upcast_chunks
+        run_info["chunk_size"] = posteriors.chunked.chunk
+    if ckpt:
+        ckpt.save(state)
+    elif cache:
+        cache.flush()
 
 
 def _workers(opts: Options, units: int) -> int:
     return opts.workers if opts.workers is not None else min(8, os.cpu_count() or 1, units)
-
-
-def interval(state: Run, posterior: str) -> tuple[float, float]:
-    """Running factor and 95 % half-width of the chosen posterior (nan until defined), worst view."""
-    worst = (math.nan, math.nan)
-    for stats in state.stats:
-        if stats is None or stats.num_images < 2:
-            return math.nan, math.nan
-        f, half = stats.interval(posterior)
-        if not half / f <= worst[1] / worst[0]:
-            worst = (f, half)
-    return worst
-
-
-def _measure(batches: Any, step: Accumulate, state: Run, opts: Options, ckpt: Checkpoint | None, *,
-             total: int, show: bool, unit: str) -> str | None:
-    """Run the loop with progress, checkpoints, signals and --rel-tol; returns why it stopped early."""
-    bar = tqdm(total=total, initial=state.done, unit=unit, file=sys.stderr, disable=not show, dynamic_ncols=True)
-    signals = StopSignals()
-    start, seen_before = time.monotonic(), state.num_units
-
-    def after_batch(units: int) -> str | None:
-        bar.update(units)
-        f, half = interval(state, opts.posterior)
-        seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
-        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,)))
-        bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else ""), refresh=False)
-        if signals.requested:
-            raise KeyboardInterrupt
-        if ckpt and ckpt.due():
-            ckpt.save(state)
-        if opts.rel_tol is not None and state.num_units >= opts.min_images and half < opts.rel_tol * f:
-            return f"95% interval within ±{opts.rel_tol:g} after {state.num_units} {unit}s"
-        return None
-
-    try:
-        with signals:
-            return consume(batches, step, after_batch)
-    except (KeyboardInterrupt, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and not signals.requested:
-            raise  # a real error, not a worker killed by the same Ctrl-C
-        raise _interrupted(state, ckpt, isinstance(e, ForceQuit), unit) from None
-    finally:
-        bar.close()
-
-
-def _interrupted(state: Run, ckpt: Checkpoint | None, force: bool, unit: str) -> Interrupted:
-    if ckpt and not force:
-        ckpt.save(state)
-        return Interrupted(f"interrupted after {state.done} {unit}s; state saved to {ckpt.path}, "
-                           "continue with --resume")
-    return Interrupted(f"interrupted after {state.done} {unit}s; nothing new saved")
 
 
 def _unmet(stats: PosteriorStats, opts: Options, stopped_early: bool) -> str | None:
@@ -193,9 +195,9 @@ def _unmet(stats: PosteriorStats, opts: Options, stopped_early: bool) -> str | N
             f"(asked ±{opts.rel_tol:g}; needs more data)")
 
 
-def _results(state: Run, encoder: Encoder, chunked: ChunkedEncoder, recipe: dict[str, Any], opts: Options,
+def _results(state: Run, posteriors: Posteriors, source: Source, recipe: dict[str, Any], opts: Options,
              run_info: dict[str, Any], rank: int, world: int) -> list[Result]:
-    """One result per view, from the statistics of every rank merged in rank order."""
+    """One result per view (--size), from the statistics of every rank merged in rank order."""
     results = []
     for v, size in enumerate(opts.sizes[:len(state.stats)]):
         extra = {"skipped": [s for s in state.skipped if s.get("view", v) == v], "upcast_chunks": state.upcast_chunks,
@@ -203,15 +205,17 @@ def _results(state: Run, encoder: Encoder, chunked: ChunkedEncoder, recipe: dict
         stats, parts = distributed.gather(state.stats[v], extra, rank, world)
         skipped = [{k: s[k] for k in ("path", "error")} for part in parts for s in part["skipped"]]
         if stats is None:
-            raise InputError(f"no unit of --data {opts.latents or opts.data} could be used ({len(skipped)} skipped)")
+            raise InputError(f"no unit of {opts.latents or opts.data} could be used ({len(skipped)} skipped)")
         info = {**run_info, "upcast_chunks": sum(part["upcast_chunks"] for part in parts),
                 "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
                 "forecast": forecast(stats.num_images, *stats.interval(opts.posterior), run_info["seconds"],
                                      (opts.rel_tol,), population(recipe, skipped)),
-                **speed(encoder, chunked.flops_per_unit, stats.num_images, run_info["seconds"])}
+                **speed(posteriors, stats.num_images, run_info["seconds"])}
         shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
-        result = build_result(stats, encoder.info.to_dict(), {**recipe, "size": size}, skipped,
-                              posterior=stats.key(opts.posterior), run=info, latent_shape=shape)
+        result = build_result(stats, posteriors.info.to_dict() if posteriors.info else {"source": None},
+                              {**recipe, "size": size}, skipped, posterior=stats.key(opts.posterior), run=info,
+                              latent_shape=shape)
+        result.update(source.describe(result))
         frames = merge_frames([frames_from_dict(part["frames"]) for part in parts])
         if frames:
             result["frames"] = frames_result(frames, result["recipe"]["posterior"])

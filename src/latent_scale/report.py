@@ -103,15 +103,16 @@ PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4":
                "RTX 4090": 165.2}
 
 
-def speed(encoder: Any, flops_per_image: float | None, images: int, seconds: float) -> dict[str, Any]:
-    """Images/s and achieved encoder TFLOP/s, against the device's peak where we know it."""
-    rate = images / seconds if seconds > 0 else None
-    tflops = flops_per_image * rate / 1e12 if flops_per_image and rate else None
+def speed(posteriors: Any, units: int, seconds: float) -> dict[str, Any]:
+    """Units/s and achieved encoder TFLOP/s, against the device's peak where we know it."""
+    rate = units / seconds if seconds > 0 else None
+    flops = posteriors.chunked.flops_per_unit if posteriors.chunked else None
+    tflops = flops * rate / 1e12 if flops and rate else None
     peak = None
-    if encoder.device.type == "cuda" and encoder.dtype in (torch.bfloat16, torch.float16):
-        name = torch.cuda.get_device_name(encoder.device)
+    if posteriors.device.type == "cuda" and posteriors.dtype in ("bfloat16", "float16"):
+        name = torch.cuda.get_device_name(posteriors.device)
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    return {"images_per_s": rate, "encoder_gflop_per_image": flops_per_image / 1e9 if flops_per_image else None,
+    return {"images_per_s": rate, "encoder_gflop_per_image": flops / 1e9 if flops else None,
             "achieved_tflops": tflops, "device_peak_tflops": peak,
             "fraction_of_peak": tflops / peak if tflops and peak else None}
 
@@ -136,7 +137,7 @@ def _pct(x: float | None) -> str:
 
 
 def _published_row(r: dict[str, Any]) -> tuple[str, str] | None:
-    entry = lookup(r["model"]["source"])
+    entry = lookup(r["model"]["source"]) if r["model"].get("source") else None
     if entry is None:
         return None
     if entry.scaling_factor is None:

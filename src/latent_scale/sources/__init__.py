@@ -33,23 +33,28 @@ def register_source(cls: type[Source], *, replace: bool = False, builtin: bool =
     return cls
 
 
-def open_source(opts: Any) -> Source:
-    """The source for --latents, else the first that claims --data."""
+def open_source(opts: Any, channels: int | None = None) -> Source:
+    """The source for --latents (`channels`: the model's, when --model is given), else the first
+    source that claims --data."""
     if opts.latents:
-        if "latents" not in _REGISTRY:
-            raise InputError("--latents is not available in this installation")
-        return _REGISTRY["latents"].open(opts.latents, opts)
-    for kind in _ORDER:
-        cls = _REGISTRY[kind]
-        if cls.produces == "pixels" and cls.accepts(opts.data, opts):
-            return cls.open(opts.data, opts)
-    raise InputError(f"no source can read --data {opts.data}")
+        return _REGISTRY["latents"].open(opts.latents, opts, channels=channels)
+    source = next((cls for cls in map(_REGISTRY.get, _ORDER) if cls.produces == "pixels"
+                   and cls.accepts(opts.data, opts)), None)
+    if source is None:
+        raise InputError(f"no source can read --data {opts.data}")
+    opened = source.open(opts.data, opts)
+    if opts.frames not in (None, 1) and opened.unit != "clip":
+        raise InputError(f"--frames applies to video data; --data {opts.data} holds no videos")
+    return opened
 
 
 def _register_builtins() -> None:
+    from .datasets import DatasetSource
     from .images import ImageSource
+    from .latents import LatentSource
+    from .video import VideoSource
 
-    for cls in (ImageSource,):
+    for cls in (VideoSource, DatasetSource, LatentSource, ImageSource):  # ImageSource claims everything: last
         register_source(cls, builtin=True)
 
 

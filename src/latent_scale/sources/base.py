@@ -55,6 +55,13 @@ class Source(ABC):
         on batch composition, and units of one shape are the only ones that could share)."""
         return True
 
+    def adapt(self, encoder: Any) -> None:  # noqa: B027 - most sources depend on nothing about the model
+        """Settle what depends on the model, once it is loaded (e.g. a video clip's frame count)."""
+
+    def describe(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Fields this source adds to each result (e.g. the latent shapes a cache held)."""
+        return {}
+
     def noise_key(self, index: int) -> int:
         """What seeds unit `index`'s posterior noise: its index, unless the unit is a cached latent
         that keeps the key of the image it was encoded from."""

@@ -1,0 +1,179 @@
+"""--save-latents: the cache keeps every unit bit for bit with its id and noise key, so reading it back
+reproduces the run's numbers; a resumed writer drops exactly what came after its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from latent_scale.errors import InputError
+from latent_scale.latent_cache import LatentCache, read_cache
+from latent_scale.sources.base import Source
+from latent_scale.sources.latents import LatentSource
+from test_latents import measure, opts
+
+C = 4
+
+
+def posteriors(count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, logvar) pairs as an encoder gives them, two shapes mixed."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(C, 8, 8), (C, 4, 6)]
+    return [(torch.randn(shapes[k % 2], generator=g) * 3 + 7, torch.randn(shapes[k % 2], generator=g) - 4)
+            for k in range(count)]
+
+
+def write(directory: Path, pairs: list[tuple[torch.Tensor, torch.Tensor]], keys: list[int], **kw: int) -> LatentCache:
+    cache = LatentCache(directory, 0, 1, moments=True, items_per_shard=3, **kw)
+    for key, (mean, logvar) in zip(keys, pairs, strict=True):
+        cache.add(key, f"img{key:03d}.png", mean, logvar)
+    cache.flush()
+    return cache
+
+
+def test_units_come_back_bit_for_bit_with_ids_and_noise_keys(tmp_path: Path) -> None:
+    pairs = posteriors(7)
+    keys = [12, 3, 40, 7, 0, 25, 9]
+    write(tmp_path, pairs, keys)
+    assert len(list(tmp_path.glob("latents-r0-*.safetensors"))) == 3
+    source = LatentSource.open(str(tmp_path), opts())
+    by_key = dict(zip(keys, pairs, strict=True))
+    assert [source.noise_key(i) for i in range(7)] == sorted(keys)
+    assert source.ids == [f"img{k:03d}.png" for k in sorted(keys)] and source.moments
+    for i, key in enumerate(sorted(keys)):
+        mean, logvar = source.posterior(source.load(i)[None])
+        assert torch.equal(mean[0], by_key[key][0].double())
+        assert torch.equal(torch.exp(0.5 * logvar[0]), torch.exp(0.5 * by_key[key][1]))
+
+
+class Encoded(Source):
+    """A stand-in for an image run: fixed posteriors, noise keyed by the unit index."""
+
+    kind, produces = "encoded", "latents"
+
+    def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        super().__init__([f"img{k:03d}.png" for k in range(len(pairs))], "")
+        self.pairs, self.moments = pairs, True
+
+    def load(self, index: int) -> torch.Tensor:
+        return torch.cat(self.pairs[index])
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = x.chunk(2, dim=1)
+        return mean.double(), logvar
+
+    @property
+    def uniform(self) -> bool:
+        return False
+
+
+def test_reading_the_cache_reproduces_mode_and_sample(tmp_path: Path) -> None:
+    pairs = posteriors(9)
+    direct = measure(Encoded(pairs), seed=5).stats[0].estimates()
+    write(tmp_path, pairs, list(range(9)))
+    cached = measure(LatentSource.open(str(tmp_path), opts()), seed=5).stats[0].estimates()
+    for key in ("mode", "sample", "expected_sample"):
+        np.testing.assert_allclose(cached[key]["std"], direct[key]["std"], rtol=1e-12)
+        np.testing.assert_allclose(cached[key]["mean"], direct[key]["mean"], rtol=1e-12)
+
+
+def test_resume_drops_what_was_written_after_the_checkpoint(tmp_path: Path) -> None:
+    pairs = posteriors(11)
+    cache = LatentCache(tmp_path / "run", 0, 1, moments=True, items_per_shard=3)
+    for k in range(4):
+        cache.add(k, f"img{k:03d}.png", *pairs[k])
+    cache.flush()  # the checkpoint
+    state = cache.state()
+    for k in range(4, 9):  # written, then the process dies: one full shard on disk, two items pending
+        cache.add(k, f"img{k:03d}.png", *pairs[k])
+    resumed = LatentCache.resume(tmp_path / "run", state, 0, 1, moments=True, items_per_shard=3)
+    for k in range(4, 11):
+        resumed.add(k, f"img{k:03d}.png", *pairs[k])
+    resumed.flush()
+    write(tmp_path / "straight", pairs, list(range(11)))
+    items, _ = read_cache(tmp_path / "run")
+    assert [it["noise_key"] for it in items] == list(range(11))
+    a, b = (LatentSource.open(str(tmp_path / d), opts()) for d in ("run", "straight"))
+    assert all(torch.equal(a.load(i), b.load(i)) for i in range(11))
+
+
+def test_a_fresh_run_refuses_a_folder_holding_its_rank(tmp_path: Path) -> None:
+    write(tmp_path, posteriors(2), [0, 1])
+    with pytest.raises(InputError, match="already holds latents of rank 0"):
+        LatentCache(tmp_path, 0, 1, moments=True)
+    LatentCache(tmp_path, 1, 2, moments=True)  # another rank (or --shard) writes beside it
+
+
+def test_mixed_runs_and_moments_mismatch_are_refused(tmp_path: Path) -> None:
+    write(tmp_path, posteriors(2), [0, 1])
+    plain = LatentCache(tmp_path, 1, 1, moments=False)
+    plain.add(5, "x.png", *posteriors(1)[0])
+    plain.flush()
+    with pytest.raises(InputError, match="mixes latents of different runs"):
+        read_cache(tmp_path)
+    only_mean = LatentCache(tmp_path / "mean", 0, 1, moments=False)
+    only_mean.add(0, "x.png", *posteriors(1)[0])
+    only_mean.flush()
+    with pytest.raises(InputError, match="saved without --moments"):
+        LatentSource.open(str(tmp_path / "mean"), SimpleNamespace(**{**vars(opts()), "moments": True}))
+
+
+def test_a_bfloat16_run_keeps_its_logvar_dtype(tmp_path: Path) -> None:
+    mean, logvar = (t.to(torch.bfloat16) for t in posteriors(1)[0])
+    cache = LatentCache(tmp_path, 0, 1, moments=True)
+    cache.add(0, "x.png", mean, logvar)
+    cache.flush()
+    source = LatentSource.open(str(tmp_path), opts())
+    _, back = source.posterior(source.load(0)[None])
+    assert back.dtype == torch.bfloat16 and torch.equal(torch.exp(0.5 * back[0]), torch.exp(0.5 * logvar))
+
+
+
+@pytest.mark.parametrize("posterior", ["mode", "sample"])
+def test_image_run_then_latents_gives_the_same_factor(tmp_path: Path, vae_dir: Path, photo_dir: Path,
+                                                      posterior: str) -> None:
+    import latent_scale
+
+    common = {"size": 32, "workers": 0, "progress": False, "posterior": posterior, "seed": 7}
+    image = latent_scale.estimate(str(vae_dir), str(photo_dir), save_latents=str(tmp_path / "c"), moments=True,
+                                  **common)
+    cached = latent_scale.estimate(latents=str(tmp_path / "c"), **common)
+    np.testing.assert_allclose(cached["scale_factor"], image["scale_factor"], rtol=1e-9)
+    assert cached["num_images"] == image["num_images"]
+
+
+
+def test_interrupted_image_run_with_save_latents_resumes_to_the_same_cache(tmp_path: Path, vae_dir: Path,
+                                                                          photo_dir: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import latent_scale
+    from latent_scale.errors import Interrupted
+    from latent_scale.loop import Accumulate
+
+    common = {"size": 32, "workers": 0, "progress": False, "seed": 7, "batch_size": 4, "moments": True,
+              "save_latents": str(tmp_path / "c"), "checkpoint": str(tmp_path / "ck.json"),
+              "checkpoint_every": 0.001}
+    full = latent_scale.estimate(str(vae_dir), str(photo_dir), **{**common, "save_latents": str(tmp_path / "f"),
+                                                                   "checkpoint": None})
+    step, calls = Accumulate.__call__, []
+
+    def ctrl_c_at_the_third_batch(self: Accumulate, batch: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        step(self, batch)
+
+    with monkeypatch.context() as m:
+        m.setattr(Accumulate, "__call__", ctrl_c_at_the_third_batch)
+        with pytest.raises(Interrupted):
+            latent_scale.estimate(str(vae_dir), str(photo_dir), **common)
+    latent_scale.estimate(str(vae_dir), str(photo_dir), resume=True, **common)
+    for posterior in ("mode", "sample"):
+        cached = latent_scale.estimate(latents=str(tmp_path / "c"), posterior=posterior, seed=7, workers=0,
+                                       progress=False)
+        np.testing.assert_allclose(cached["estimates"][posterior]["scale_factor"],
+                                   full["estimates"][posterior]["scale_factor"], rtol=1e-9)

@@ -1,0 +1,285 @@
+"""--latents: every file format and layout gives exactly the arrays written, and statistics equal to numpy's
+float64 ones; bad files are single units that fail in one line, never the run."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from latent_scale.errors import InputError
+from latent_scale.loop import Accumulate, noise
+from latent_scale.sources.base import loader, order
+from latent_scale.sources.latents import LatentSource
+from latent_scale.state import Run
+
+C = 4
+pytestmark = pytest.mark.filterwarnings("ignore:skipping")
+
+
+def opts(**kw: Any) -> SimpleNamespace:
+    base = {"moments": False, "key": None, "input_scale": None, "column": None}
+    return SimpleNamespace(**{**base, **kw})
+
+
+def save(path: Path, tensors: dict[str, np.ndarray] | np.ndarray) -> Path:
+    """One file in the format its suffix names; a dict holds several named tensors."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    named = tensors if isinstance(tensors, dict) else {"latent": tensors}
+    if path.suffix == ".npy":
+        np.save(path, tensors)
+    elif path.suffix == ".npz":
+        np.savez_compressed(path, **named)
+    elif path.suffix == ".safetensors":
+        save_file({k: np.ascontiguousarray(v) for k, v in named.items()}, str(path))
+    else:
+        obj = {k: torch.from_numpy(v) for k, v in named.items()}
+        torch.save(obj if isinstance(tensors, dict) else obj["latent"], path)
+    return path
+
+
+def latents(count: int, shape: tuple[int, ...] = (C, 8, 8), seed: int = 0) -> list[np.ndarray]:
+    """Latent-like arrays with a large offset, so a cancelling variance formula would show."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(shape) * 2.5 + 40.0).astype(np.float32) for _ in range(count)]
+
+
+def measure(source: LatentSource, seed: int = 0, batch: int = 4) -> Run:
+    """The loop as the pipeline runs it, with the source's posterior in the encoder's place."""
+    run = Run.empty(1)
+    step = Accumulate(run, source, source.posterior, seed=seed, strict=False, edges=None, stochastic=source.moments)
+    for b in loader(source, order(len(source), seed), batch, 0, False):
+        step(b)
+    return run
+
+
+def assert_matches_numpy(run: Run, arrays: list[np.ndarray], key: str = "mode") -> None:
+    """Global mean, ddof=1 std, 1/std and per-channel values against numpy float64, to 1e-12."""
+    est = run.stats[0].estimates()[key]
+    flat = np.concatenate([a.astype(np.float64).ravel() for a in arrays])
+    channels = [np.concatenate([a[c].astype(np.float64).ravel() for a in arrays]) for c in range(arrays[0].shape[0])]
+    np.testing.assert_allclose(est["std"], flat.std(ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(est["mean"], flat.mean(), rtol=1e-12)
+    np.testing.assert_allclose(est["scale_factor"], 1 / flat.std(ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(est["per_channel"]["mean"], [c.mean() for c in channels], rtol=1e-12)
+    np.testing.assert_allclose(est["per_channel"]["std"], [c.std(ddof=1) for c in channels], rtol=1e-12)
+
+
+FORMATS = [".npy", ".npz", ".safetensors", ".pt"]
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("layout", ["single", "batch"])
+def test_every_format_and_layout_equals_numpy(tmp_path: Path, suffix: str, layout: str) -> None:
+    arrays = latents(6)
+    if layout == "single":
+        for k, a in enumerate(arrays):
+            save(tmp_path / f"d/{k:02d}{suffix}", a)
+    else:
+        save(tmp_path / f"d/a{suffix}", np.stack(arrays[:4]))
+        save(tmp_path / f"d/b{suffix}", np.stack(arrays[4:]))
+    source = LatentSource.open(str(tmp_path / "d"), opts())
+    assert len(source) == 6 and source.uniform and source.shapes() == {"4x8x8": 6}
+    for k, a in enumerate(arrays):
+        assert torch.equal(source.load(k), torch.from_numpy(a))
+    assert_matches_numpy(measure(source), arrays)
+    if layout == "batch":
+        assert source.ids[:2] == [f"a{suffix}#0", f"a{suffix}#1"]
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".pt"])
+def test_key_picks_one_tensor_of_several(tmp_path: Path, suffix: str) -> None:
+    arrays = latents(3)
+    for k, a in enumerate(arrays):
+        save(tmp_path / f"{k}{suffix}", {"moments": a, "flipped": a[:, :, ::-1].copy()})
+    with pytest.raises(InputError, match=r"several tensors \(flipped, moments\); choose one with --key"):
+        LatentSource.open(str(tmp_path), opts())
+    source = LatentSource.open(str(tmp_path), opts(key="moments"))
+    assert all(torch.equal(source.load(k), torch.from_numpy(a)) for k, a in enumerate(arrays))
+
+
+def test_moments_give_mode_sample_and_expected_sample_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    mu = latents(5)
+    logvar = [(rng.standard_normal(m.shape) - 3).astype(np.float32) for m in mu]
+    save(tmp_path / "moments.npy", np.stack([np.concatenate([m, lv]) for m, lv in zip(mu, logvar, strict=True)]))
+    source = LatentSource.open(str(tmp_path), opts(moments=True))
+    run = measure(source, seed=3)
+    assert_matches_numpy(run, mu, "mode")
+    sigma = [np.exp(0.5 * lv.astype(np.float64)) for lv in logvar]
+    eps = [noise([k], torch.Size(m.shape), 3)[0].double().numpy() for k, m in enumerate(mu)]
+    assert_matches_numpy(run, [m + s * e for m, s, e in zip(mu, sigma, eps, strict=True)], "sample")
+    flat_mu = np.concatenate([m.astype(np.float64).ravel() for m in mu])
+    expected_var = flat_mu.var(ddof=1) + np.mean(np.concatenate([s.ravel() ** 2 for s in sigma]))
+    np.testing.assert_allclose(run.stats[0].estimates()["expected_sample"]["std"], np.sqrt(expected_var), rtol=1e-12)
+
+
+def test_input_scale_measures_the_raw_latents(tmp_path: Path) -> None:
+    raw = latents(4)
+    for k, a in enumerate(raw):
+        save(tmp_path / f"{k}.npy", a * np.float32(0.18215))
+    stored = [np.load(tmp_path / f"{k}.npy").astype(np.float64) for k in range(4)]
+    source = LatentSource.open(str(tmp_path), opts(input_scale=0.18215))
+    assert source.recipe() == {"source": "latents", "moments": False, "key": None, "input_scale": 0.18215}
+    assert_matches_numpy(measure(source), [s / 0.18215 for s in stored])
+
+
+def test_input_scale_shifts_logvar_by_two_log_f(tmp_path: Path) -> None:
+    save(tmp_path / "m.npy", np.concatenate([np.ones((C, 2, 2)), np.zeros((C, 2, 2))]).astype(np.float32))
+    mean, logvar = LatentSource.open(str(tmp_path), opts(moments=True, input_scale=2.0)).posterior(
+        torch.from_numpy(np.load(tmp_path / "m.npy"))[None])
+    assert torch.equal(mean, torch.full((1, C, 2, 2), 0.5, dtype=torch.float64))
+    np.testing.assert_allclose(torch.exp(0.5 * logvar).numpy(), 0.5, rtol=1e-15)
+
+
+def test_mixed_shapes_pool_every_element(tmp_path: Path) -> None:
+    small, large = latents(3, (C, 8, 8)), latents(2, (C, 16, 12), seed=1)
+    for k, a in enumerate(small + large):
+        save(tmp_path / f"{k}.safetensors", a)
+    source = LatentSource.open(str(tmp_path), opts())
+    assert not source.uniform and source.shapes() == {"4x8x8": 3, "4x16x12": 2}
+    assert_matches_numpy(measure(source, batch=5), small + large)
+
+
+def test_video_latents_batch_of_five_dims_and_four_dims_with_known_channels(tmp_path: Path) -> None:
+    clips = latents(4, (C, 3, 8, 8))
+    save(tmp_path / "batch.npy", np.stack(clips[:2]))
+    save(tmp_path / "one.npy", clips[2])
+    save(tmp_path / "two.npy", clips[3])
+    source = LatentSource.open(str(tmp_path), opts(), channels=C)
+    assert source.ids == ["batch.npy#0", "batch.npy#1", "one.npy", "two.npy"]
+    assert_matches_numpy(measure(source), clips[:2] + clips[2:])
+    guessed = LatentSource.open(str(tmp_path / "one.npy"), opts())  # without the model: a batch of C images
+    assert len(guessed) == C and guessed.load(0).shape == (3, 8, 8)
+
+
+def _tar(path: Path, files: list[Path]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tf:
+        for f in files:
+            tf.add(f, arcname=f.name)
+    return path
+
+
+def test_tar_shards_are_read_in_place(tmp_path: Path) -> None:
+    arrays = latents(5)
+    files = [save(tmp_path / f"raw/{k}{FORMATS[k % 4]}", a) for k, a in enumerate(arrays)]
+    _tar(tmp_path / "shards/s0.tar", files[:3])
+    _tar(tmp_path / "shards/s1.tar", files[3:])
+    source = LatentSource.open(str(tmp_path / "shards/*.tar"), opts())
+    assert source.ids[0] == "s0.tar::0.npy"
+    assert_matches_numpy(measure(source), arrays)
+
+
+def test_list_and_glob_specs(tmp_path: Path) -> None:
+    arrays = latents(3)
+    for k, a in enumerate(arrays):
+        save(tmp_path / f"{k}.npy", a)
+    (tmp_path / "list.txt").write_text("2.npy\n0.npy\n")
+    assert LatentSource.open(str(tmp_path / "list.txt"), opts()).ids == ["0.npy", "2.npy"]
+    assert len(LatentSource.open(str(tmp_path / "*.npy"), opts())) == 3
+    with pytest.raises(InputError, match="does not exist"):
+        LatentSource.open(str(tmp_path / "missing"), opts())
+
+
+@pytest.mark.parametrize("encoding", ["npy-bytes", "nested-lists"])
+def test_parquet_latent_column(tmp_path: Path, encoding: str) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    arrays = latents(5)
+    if encoding == "npy-bytes":
+        cells = []
+        for a in arrays:
+            buf = io.BytesIO()
+            np.save(buf, a)
+            cells.append(buf.getvalue())
+    else:
+        cells = [a.tolist() for a in arrays]
+    pq.write_table(pa.table({"label": list(range(5)), "latent": cells}), tmp_path / "z.parquet", row_group_size=2)
+    source = LatentSource.open(str(tmp_path / "z.parquet"), opts())
+    assert source.ids == [f"z.parquet#{k}" for k in range(5)]
+    assert_matches_numpy(measure(source), arrays)
+
+
+def _pickle_with_code(path: Path) -> None:
+    class Evil:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, ("echo pwned",))
+
+    path.write_bytes(pickle.dumps({"latent": Evil()}))
+
+
+def bad_files(folder: Path) -> dict[str, str]:
+    """One broken file of each kind beside good ones; -> the id each should be listed under, and why."""
+    np.save(folder / "truncated.npy", latents(1)[0])
+    (folder / "truncated.npy").write_bytes((folder / "truncated.npy").read_bytes()[:-40])
+    for dtype in ("int32", "bool", "complex64"):
+        np.save(folder / f"{dtype}.npy", np.zeros((C, 8, 8), dtype=dtype))
+    nan = latents(1)[0]
+    nan[1, 2, 3] = np.nan
+    np.save(folder / "nan.npy", nan)
+    np.save(folder / "channels.npy", latents(1, (C + 2, 8, 8))[0])
+    _pickle_with_code(folder / "code.pt")
+    (folder / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    return {"truncated.npy": "truncated", "int32.npy": "dtype int32", "bool.npy": "dtype bool",
+            "complex64.npy": "dtype complex64", "nan.npy": "NaN", "channels.npy": "6 channels",
+            "code.pt": "refused: loading it would need more than plain tensors",
+            "garbage.safetensors": "not a safetensors file"}
+
+
+def test_bad_files_are_skipped_and_listed_in_one_line(tmp_path: Path) -> None:
+    good = latents(3)
+    for k, a in enumerate(good):
+        save(tmp_path / f"a{k}.npy", a)  # sorted first: they set the channel count
+    reasons = bad_files(tmp_path)
+    source = LatentSource.open(str(tmp_path), opts())
+    run = measure(source)
+    listed = {s["path"]: s["error"] for s in run.skipped}
+    assert set(listed) == set(reasons)
+    for name, why in reasons.items():
+        assert why in listed[name] and "\n" not in listed[name], (name, listed[name])
+    assert_matches_numpy(run, good)
+
+
+def test_refused_pickle_never_runs_code(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    _pickle_with_code(tmp_path / "code.pt")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        LatentSource.open(str(tmp_path), opts()).load(0)
+    assert "pwned" not in capfd.readouterr().out
+
+
+def test_model_channels_decide_and_moments_need_even_channels(tmp_path: Path) -> None:
+    save(tmp_path / "odd.npy", latents(1, (3, 8, 8))[0])
+    with pytest.raises(InputError, match="even channel count"):
+        LatentSource.open(str(tmp_path), opts(moments=True))
+    with pytest.raises(ValueError, match="3 channels where the model's has 4"):
+        LatentSource.open(str(tmp_path), opts(), channels=4).load(0)
+
+
+def test_noise_key_defaults_to_the_index(tmp_path: Path) -> None:
+    save(tmp_path / "a.npy", latents(1)[0])
+    assert LatentSource.open(str(tmp_path), opts()).noise_key(0) == 0
+
+
+
+def test_estimate_from_latents_equals_numpy(tmp_path: Path) -> None:
+    import latent_scale
+
+    arrays = latents(6)
+    save(tmp_path / "all.npy", np.stack(arrays))
+    result = latent_scale.estimate(latents=str(tmp_path), posterior="mode", workers=0, progress=False)
+    flat = np.concatenate([a.astype(np.float64).ravel() for a in arrays])
+    np.testing.assert_allclose(result["std"], flat.std(ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(result["mean"], flat.mean(), rtol=1e-12)
+    np.testing.assert_allclose(result["scale_factor"], 1 / flat.std(ddof=1), rtol=1e-12)
+    assert result["num_images"] == 6
