@@ -11,16 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .identity import first_difference
+from .identity import describe_id_difference, first_difference, pack_ids, unpack_ids
 from .io import CHECKPOINT_KIND, read_object, write_json
 from .state import Run
+from .validation import check_checkpoint, seal
 
 
 class Checkpoint:
     """One process's checkpoint file; saved every `every` seconds, on a signal and at the end."""
 
-    def __init__(self, path: Path, fingerprint: dict[str, Any], every: float) -> None:
+    def __init__(self, path: Path, fingerprint: dict[str, Any], every: float, *, ids: list[str], positions: int,
+                 unit: str) -> None:
         self.path, self.fingerprint, self.every = path, fingerprint, every
+        self.ids, self.packed, self.positions, self.unit = ids, pack_ids(ids), positions, unit
         self.last_save = time.monotonic()
         self.before_save: Callable[[Run], None] | None = None  # e.g. flush --save-latents first
 
@@ -33,10 +36,10 @@ class Checkpoint:
         return p if world == 1 else p.with_name(f"{p.name}.rank{rank}-of-{world}")
 
     @classmethod
-    def for_rank(cls, path: str | None, rank: int, world: int, fingerprint: dict[str, Any],
-                 every: float) -> Checkpoint | None:
+    def for_rank(cls, path: str | None, rank: int, world: int, fingerprint: dict[str, Any], every: float,
+                 **units: Any) -> Checkpoint | None:
         p = cls.path_for(path, rank, world)
-        return None if p is None else cls(p, fingerprint, every)
+        return None if p is None else cls(p, fingerprint, every, **units)
 
     def resume(self) -> Run | None:
         """The saved run, when its fingerprint matches this one; None when there is no file yet."""
@@ -44,9 +47,10 @@ class Checkpoint:
             warnings.warn(f"no checkpoint at {self.path} yet: starting from the first unit", stacklevel=2)
             return None
         saved = read_object(self.path, "latent-scale checkpoint")
-        if saved.get("kind") != CHECKPOINT_KIND:
-            raise InputError(f"{self.path} is not a latent-scale checkpoint")
-        diff = first_difference(saved.get("fingerprint"), self.fingerprint)
+        check_checkpoint(saved, str(self.path), self.positions)
+        diff = first_difference(saved["fingerprint"], self.fingerprint)
+        if diff and diff.startswith("recipe.data_identity.ids_sha256"):
+            diff = describe_id_difference(unpack_ids(saved.get("ids", "")) or [], self.ids, self.unit)
         if diff:
             raise InputError(f"cannot resume from {self.path}: {diff}; use another --checkpoint or the original "
                              "options")
@@ -55,7 +59,8 @@ class Checkpoint:
     def save(self, run: Run) -> None:
         if self.before_save:
             self.before_save(run)
-        write_json(self.path, {"kind": CHECKPOINT_KIND, "fingerprint": self.fingerprint, "run": run.to_dict()})
+        write_json(self.path, seal({"kind": CHECKPOINT_KIND, "fingerprint": self.fingerprint, "run": run.to_dict(),
+                                    "ids": self.packed}))
         self.last_save = time.monotonic()
 
     def due(self) -> bool:

@@ -105,25 +105,23 @@ def estimate(ctx: typer.Context, **params: Any) -> None:
     from .pipeline import run
 
     results = run(opts)
-    if distributed.init()[0] != 0:
-        return
-    if len(results) == 1:
-        _show(results[0], json_, snippets)
-    else:
-        from .report import format_sweep
-
-        typer.echo(json.dumps(results, indent=2) if json_ else format_sweep(results))
+    if distributed.init()[0] == 0:
+        _show(results[0] if len(results) == 1 else results, json_, snippets)
 
 
 estimate.__signature__ = _estimate_signature()
 app.command(name="estimate")(estimate)
 
 
-def _show(result: dict, json_: bool, snippets: bool) -> None:
-    from .report import format_snippets, format_table
+def _show(result: dict | list[dict], json_: bool, snippets: bool) -> None:
+    """The table (one line per size for a sweep), or the JSON."""
+    from .report import format_snippets, format_sweep, format_table
 
-    typer.echo(json.dumps(result, indent=2) if json_ else format_table(result))
-    if snippets and not json_:
+    if json_:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(format_sweep(result) if isinstance(result, list) else format_table(result))
+    if snippets and isinstance(result, dict):
         typer.echo("\n" + format_snippets(result))
 
 
@@ -132,16 +130,14 @@ def _show(result: dict, json_: bool, snippets: bool) -> None:
 def merge(
     results: list[Path] = typer.Argument(..., help="Result JSON files of the shards."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the merged result."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file that is not a latent-scale result."),
     json_: bool = typer.Option(False, "--json", help="Print the merged JSON instead of the table."),
     snippets: bool = typer.Option(False, help="Also print a diffusers config.json snippet per normalisation."),
 ) -> None:
-    """Combine shard results exactly into one result."""
-    from .io import read_json, write_json
-    from .merge import merge_results
+    """Combine shard results exactly into one result (a --size sweep: size by size)."""
+    from .merge import merge_files
 
-    merged = merge_results([read_json(p) for p in results])
-    write_json(output, merged)
-    _show(merged, json_, snippets)
+    _show(merge_files(results, output, force=force), json_, snippets)
 
 
 @app.command()

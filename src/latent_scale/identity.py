@@ -1,8 +1,30 @@
-"""Identity of a run: what must match for a checkpoint to continue or for results to merge."""
+"""Identity of a run by content, not spelling: what must match for a checkpoint to continue or
+for results to merge.
+
+A model is its class, its config and its weight files (or the hub commit they came from), so
+other weights at the same path are told apart while `./vae` and `/abs/vae/` are one model. Data
+is its unit list relative to its root plus the source's cheap content signature.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
+import zlib
+from pathlib import Path
 from typing import Any
+
+from .errors import InputError
+from .io import read_json, write_json
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+HASHES_FILE = "weights-hashes.json"
+# Fields that only say how a model or data set was spelled or found; ignored where both sides carry
+# the content identity that replaces them.
+SPELLINGS = {"model": ("source", "source_kind", "subfolder", "revision"), "recipe": ("data",)}
+IDENTITY = {"model": "identity", "recipe": "data_identity"}
 
 
 def first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -14,3 +36,146 @@ def first_difference(a: Any, b: Any, where: str = "") -> str | None:
                 return diff
         return None
     return None if a == b else f"{where} differs ({a!r} vs {b!r})"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_sha256(config: dict[str, Any]) -> str:
+    """The config's values; diffusers' bookkeeping (`_name_or_path` holds the spelling, and
+    `_diffusers_version` changes with a re-save) is left out."""
+    kept = {k: v for k, v in config.items() if not str(k).startswith("_")}
+    return _sha256(json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str))
+
+
+def model_identity(info: dict[str, Any], config: dict[str, Any], cache_dir: str | Path) -> dict[str, Any]:
+    """Class, config hash, and the weights' hash (local files) or the resolved commit (hub ids).
+
+    `info` is ModelInfo.to_dict() (source, source_kind, subfolder, revision, class), `config` the
+    loaded vae.config; weight hashes are cached in `cache_dir` by (real path, size, mtime).
+    """
+    out = {"class": info["class"], "config_sha256": config_sha256(config)}
+    if info["source_kind"] == "hub":
+        return {**out, "commit": hub_commit(info["source"], info.get("subfolder"), info.get("revision"))}
+    cache = HashCache(Path(cache_dir) / HASHES_FILE)
+    lines = [f"{name}:{cache.sha256(path)}" for name, path in weight_files(info)]
+    cache.save()
+    return {**out, "weights_sha256": _sha256("\n".join(lines))}
+
+
+def weight_files(info: dict[str, Any]) -> list[tuple[str, Path]]:
+    """(name, path) of the weights a load reads: the single file (its name does not matter), or
+    every weight file in the model's folder (a variant or sharded checkpoint is among them)."""
+    source = Path(info["source"]).expanduser()
+    if info["source_kind"] == "file":
+        return [("", source)]
+    folder = source / info["subfolder"] if info.get("subfolder") else source
+    return sorted((p.name, p) for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES) and p.is_file())
+
+
+def hub_commit(repo: str, subfolder: str | None, revision: str | None) -> str | None:
+    """The commit a hub id resolved to, read from the Hugging Face cache's snapshot path."""
+    from huggingface_hub import try_to_load_from_cache
+
+    name = f"{subfolder}/config.json" if subfolder else "config.json"
+    found = try_to_load_from_cache(repo, name, revision=revision)
+    parts = Path(found).parts if isinstance(found, str) else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else revision
+
+
+class HashCache:
+    """sha256 of files keyed by (real path, size, mtime_ns), so a second run pays nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.changed = path, False
+        try:
+            saved = read_json(path) if path.is_file() else {}
+        except InputError:  # a damaged cache is rebuilt, never trusted
+            saved = {}
+        self.entries: dict[str, str] = saved if isinstance(saved, dict) else {}
+
+    def sha256(self, path: Path) -> str:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+        if not isinstance(self.entries.get(key), str):
+            self.entries = {k: v for k, v in self.entries.items() if not k.startswith(f"{real}|")}
+            self.entries[key] = file_sha256(real)
+            self.changed = True
+        return self.entries[key]
+
+    def save(self) -> None:
+        if self.changed:
+            write_json(self.path, self.entries)
+            self.changed = False
+
+
+def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _relative(unit: str, root: str) -> str:
+    return os.path.relpath(unit, root) if root and os.path.isabs(unit) else unit
+
+
+def data_identity(ids: list[str], root: str, signature: str) -> dict[str, Any]:
+    """Count, hash of the unit ids relative to `root` (one folder spelled two ways is one data set),
+    and the source's cheap content signature."""
+    return {"count": len(ids), "ids_sha256": _sha256("\n".join(_relative(i, root) for i in ids)),
+            "signature": signature}
+
+
+def pack_ids(ids: list[str]) -> str:
+    """The id list, compressed (sorted paths shrink ~10x), for a checkpoint to name what changed."""
+    return base64.b64encode(zlib.compress("\n".join(ids).encode(), 6)).decode("ascii")
+
+
+def unpack_ids(packed: str) -> list[str] | None:
+    """pack_ids' list, or None when `packed` is not one (a damaged or older checkpoint)."""
+    try:
+        text = zlib.decompress(base64.b64decode(packed, validate=True)).decode()
+    except (ValueError, TypeError, zlib.error):
+        return None
+    return text.split("\n") if text else []
+
+
+def describe_id_difference(old_ids: list[str], new_ids: list[str], unit: str = "image") -> str:
+    """'N images differ from the checkpoint's list; the first is X (new|gone)' — never two hashes."""
+    old, new = set(old_ids), set(new_ids)
+    differ = sorted(old ^ new)
+    if not differ:
+        return f"the same {len(new)} {unit}s as the checkpoint's list, in another order"
+    first = differ[0]
+    status = "not in the checkpoint's list" if first in new else "no longer in the data"
+    return f"{len(differ)} {unit}s differ from the checkpoint's list; the first is {first} ({status})"
+
+
+def _by_content(section: str, a: dict[str, Any], b: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A model or recipe without its spelling fields when both sides carry the content identity
+    (and without the data signature, which merge only warns about: copies on other machines differ)."""
+    key = IDENTITY[section]
+    if not (isinstance(a.get(key), dict) and isinstance(b.get(key), dict)):
+        return a, b
+
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        kept = {k: v for k, v in d.items() if k not in SPELLINGS[section]}
+        if section == "recipe":
+            kept[key] = {k: v for k, v in d[key].items() if k != "signature"}
+        return kept
+
+    return strip(a), strip(b)
+
+
+def result_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The first field where two results' model or recipe differ, compared by content where both
+    results carry identities (else as spelled, as results written before identities were)."""
+    for section in ("model", "recipe"):
+        diff = first_difference(*_by_content(section, a[section], b[section]), section)
+        if diff:
+            return diff
+    return None

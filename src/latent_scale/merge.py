@@ -1,41 +1,136 @@
-"""`latent-scale merge`: combine shard results exactly into one result."""
+"""`latent-scale merge`: combine shard results exactly into one result.
+
+Every input is validated before its state is trusted (see validation), compared with the first by
+content (see identity), and the split they came from is checked for overlaps and gaps.
+"""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
+from . import io
 from .errors import InputError
-from .identity import first_difference
+from .identity import result_difference
 from .report import Result, build_result
 from .stats import PosteriorStats
+from .validation import check_result, check_spread, parse_shard
 
 
-def merge_results(results: list[dict[str, Any]]) -> Result:
-    """Combine shard results exactly; refuse different models or recipes, naming the field."""
+def merge_results(results: list[dict[str, Any]], names: list[str] | None = None) -> Result:
+    """Combine shard results exactly; refuse unsound files, other models or recipes, overlapping
+    or mixed splits, naming the file and the field; warn when shards of the split are missing."""
     if not results:
         raise InputError("merge needs at least one result file")
+    names = names or [f"result {i + 1}" for i in range(len(results))]
+    for doc, name in zip(results, names, strict=True):
+        check_result(doc, name)
+    shards = _shards(results, names)
     first = results[0]
-    shards = [s for r in results for s in r["run"].get("shards") or [r["run"].get("shard")]]
-    if len(shards) > 1 and None in shards:
-        raise InputError(f"result {shards.index(None) + 1} was not made with --shard i/n; "
+    stats = PosteriorStats.from_dict(first["state"])
+    for doc, name in zip(results[1:], names[1:], strict=True):
+        diff = result_difference(first, doc) or _state_difference(first["state"], doc["state"])
+        if diff:
+            raise InputError(f"cannot merge {name} with {names[0]}: {diff}")
+        stats.merge(PosteriorStats.from_dict(doc["state"]))
+    _warn_signatures(results, names)
+    skipped = [{"path": s["path"], "error": s["error"]} for r in results for s in r["skipped"]]
+    _check_total(stats.num_images, len(skipped), first["recipe"].get("dataset_size"))
+    posterior = first["recipe"]["posterior"]
+    check_spread(stats, posterior, "the merged results")
+    return build_result(stats, first["model"], {k: v for k, v in first["recipe"].items() if k != "posterior"},
+                        skipped, posterior, _run(results, shards), first["latent_shape"])
+
+
+def _shards(results: list[dict[str, Any]], names: list[str]) -> list[str | None]:
+    """Every input's shard(s): all 'i/n' of one n, each once, or a single unsharded result."""
+    owned = [(s, name) for r, name in zip(results, names, strict=True)
+             for s in r["run"].get("shards") or [r["run"].get("shard")]]
+    shards = [s for s, _ in owned]
+    if len(owned) > 1 and None in shards:
+        raise InputError(f"{owned[shards.index(None)][1]} was not made with --shard i/n; "
                          "merging it with others would count images twice")
-    dupes = {s for s in shards if s is not None and shards.count(s) > 1}
+    dupes = sorted({s for s in shards if s is not None and shards.count(s) > 1})
     if dupes:
-        raise InputError(f"shard {sorted(dupes)[0]} appears more than once; merge each shard once")
-    if len({s.split("/")[1] for s in shards if s}) > 1:
+        raise InputError(f"shard {dupes[0]} appears more than once ({', '.join(n for s, n in owned if s == dupes[0])});"
+                         " merge each shard once")
+    if len({parse_shard(s, "run.shard")[1] for s in shards if s}) > 1:
         raise InputError(f"cannot merge shards of different splits ({', '.join(sorted(set(shards)))}); "
                          "use the same n for every shard")
-    stats = PosteriorStats.from_dict(first["state"])
-    for r in results[1:]:
-        diff = first_difference(first["model"], r["model"], "model") or first_difference(
-            first["recipe"], r["recipe"], "recipe")
-        if diff:
-            raise InputError(f"cannot merge: {diff}")
-        stats.merge(PosteriorStats.from_dict(r["state"]))
-    seconds = sum(r["run"].get("seconds") or 0 for r in results)
-    run = {"merged_from": len(results), "shards": shards, "seconds": seconds,
-           "upcast_chunks": sum(r["run"].get("upcast_chunks", 0) for r in results),
-           "stopped_early": any(r["run"].get("stopped_early") for r in results), "stop_reason": None}
-    return build_result(stats, first["model"], {k: v for k, v in first["recipe"].items() if k != "posterior"},
-                        [s for r in results for s in r["skipped"]], first["recipe"]["posterior"], run,
-                        first["latent_shape"])
+    return shards
+
+
+def missing_shards(shards: list[str | None]) -> list[str]:
+    """The shards of the i/n split that none of the inputs holds."""
+    parsed = [parse_shard(s, "run.shard") for s in shards if s]
+    if not parsed:
+        return []
+    n = parsed[0][1]
+    have = {i for i, _ in parsed}
+    return [f"{i}/{n}" for i in range(n) if i not in have]
+
+
+def _state_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """What makes two sound states impossible to add (normally caught as a model difference first)."""
+    for key in ("channels", "stochastic"):
+        if a[key] != b[key]:
+            return f"state.{key} differs ({a[key]!r} vs {b[key]!r})"
+    edges = [(s["mode"].get("histogram") or {}).get("edges") for s in (a, b)]
+    if None not in edges and edges[0] != edges[1]:
+        return "state.mode.histogram.edges differ, so the histograms cannot be added"
+    return None
+
+
+def _warn_signatures(results: list[dict[str, Any]], names: list[str]) -> None:
+    """The data's content signature is compared, not required: shards often run on copies of the data."""
+    sigs = [(r["recipe"].get("data_identity") or {}).get("signature") for r in results]
+    for sig, name in zip(sigs[1:], names[1:], strict=True):
+        if None not in (sig, sigs[0]) and sig != sigs[0]:
+            warnings.warn(f"the data's content signature in {name} differs from {names[0]}'s (files changed "
+                          "between the runs, or copies with other dates); merging anyway", stacklevel=2)
+            return
+
+
+def _check_total(images: int, skipped: int, dataset_size: int | None) -> None:
+    if dataset_size is not None and images + skipped > dataset_size:
+        raise InputError(f"the merged results hold {images} units and {skipped} skipped ones, more than the "
+                         f"{dataset_size} units of the data; a shard was counted twice or a file was edited")
+
+
+def _run(results: list[dict[str, Any]], shards: list[str | None]) -> dict[str, Any]:
+    missing = missing_shards(shards)
+    if missing:
+        n = len(missing) + len(shards)
+        warnings.warn(f"merging only {len(shards)} of the {n} shards of the split; missing {', '.join(missing)}, "
+                      "so the result covers only part of the data", stacklevel=2)
+    return {"merged_from": len(results), "shards": shards, "missing_shards": missing,
+            "seconds": sum(r["run"].get("seconds") or 0 for r in results),
+            "upcast_chunks": sum(r["run"].get("upcast_chunks", 0) for r in results),
+            "stopped_early": any(r["run"].get("stopped_early") for r in results), "stop_reason": None}
+
+
+def merge_files(paths: list[str | Path], output: str | Path, force: bool = False) -> Result | list[Result]:
+    """What `latent-scale merge` does: read, check the output path, merge, write atomically.
+
+    Files of a --size sweep (one result per size) merge size by size with files of the same sweep.
+    """
+    check_output = getattr(io, "check_output", None)
+    if check_output is not None:
+        check_output(Path(output), inputs=[Path(p) for p in paths], force=force)
+    names = [str(p) for p in paths]
+    merged = _merge_docs([io.read_json(p) for p in paths], names)
+    io.write_json(Path(output), merged)
+    return merged
+
+
+def _merge_docs(docs: list[Any], names: list[str]) -> Result | list[Result]:
+    sweeps = [isinstance(d, list) and bool(d) and all(isinstance(r, dict) for r in d) for d in docs]
+    if not any(sweeps):
+        return merge_results(docs, names)
+    if not all(sweeps) or len({len(d) for d in docs}) > 1:
+        name = names[sweeps.index(True)]
+        raise InputError(f"{name} holds a list (one result per --size of a sweep), which merges only with files "
+                         "of the same sweep; pass those, or the single results")
+    return [merge_results(list(parts), [f"{n} (result {k + 1})" for n in names])
+            for k, parts in enumerate(zip(*docs, strict=True))]

@@ -299,6 +299,10 @@ def local_subfolder(root: Path, subfolder: str | None) -> str | None:
 
 
 def _hub_error(model: str, err: Exception) -> InputError:
+    from .hub import offline_message, offline_mode
+
+    if offline_mode():  # never advise setting HF_HUB_OFFLINE when it is set
+        return InputError(f"could not load model {model!r}: {offline_message(model)}")
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return InputError(f"could not load model {model!r} from the Hugging Face hub ({first}); {OFFLINE_HINT}")
 
@@ -417,6 +421,9 @@ def _load_vae(model: str, subfolder: str | None, revision: str | None, variant: 
     elif model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith(SINGLE_FILE_SUFFIXES):
         raise InputError(f"model path {model!r} does not exist")
     else:
+        from .hub import check_hub
+
+        check_hub(model, subfolder, revision)  # seconds, not a minute of retries, when offline
         config, sub = _find_hub_config(model, subfolder, revision, cache_dir)
         where = f"{model}/{sub}/config.json" if sub else f"{model}/config.json"
         found = Where(model, "hub", sub, revision, variant)

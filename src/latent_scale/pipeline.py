@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import warnings
@@ -17,16 +16,19 @@ from .checkpoint import Checkpoint
 from .encode import ChunkedEncoder, Posterior
 from .errors import InputError
 from .forecast import forecast
+from .identity import data_identity, model_identity
 from .io import check_checkpoint_path, check_output, write_json
 from .latent_cache import LatentCache
 from .loop import Accumulate, drive
-from .models import Encoder, ModelInfo, load_model
+from .models import Encoder, load_model
 from .options import DEFAULT_MODEL, Options, make_options, parse_shard
 from .report import Result, build_result, frames_result, histogram_edges_for, population, speed
 from .sources import open_source
 from .sources.base import Source, loader, order
+from .sources.images import cache_root
 from .state import Run, frames_from_dict, frames_to_dict, merge_frames
 from .stats import PosteriorStats
+from .validation import check_spread
 
 
 def estimate(model: str | None = None, data: str | None = None, *, config: str | None = None,
@@ -40,13 +42,16 @@ def estimate(model: str | None = None, data: str | None = None, *, config: str |
     return results[0] if len(results) == 1 else results
 
 
+NO_MODEL = {"source": None, "class": None}  # --latents without --model
+
+
 @dataclass
 class Posteriors:
     """What turns a batch of units into (mean, logvar | None): the encoder for pixels, the source
     itself for cached latents; plus what the result says about it."""
 
     fn: Callable[[torch.Tensor], Posterior]
-    info: ModelInfo | None
+    model: dict[str, Any]  # the result's `model` field, with its content identity
     device: torch.device
     dtype: str
     stochastic: bool
@@ -59,13 +64,14 @@ def run(opts: Options) -> list[Result]:
     _check_run(opts, rank, world)
     source, posteriors = _source_and_posteriors(opts, rank, world)
     positions = _positions(len(source), opts, rank, world)
-    recipe = {**opts.recipe(), **source.recipe(), "dtype": posteriors.dtype, "dataset_size": len(source)}
-    ckpt = Checkpoint.for_rank(opts.checkpoint, rank, world, _fingerprint(posteriors, recipe, opts, world, source),
-                               opts.checkpoint_every)
+    recipe = {**opts.recipe(), **source.recipe(), "dtype": posteriors.dtype, "dataset_size": len(source),
+              "data_identity": data_identity(source.ids, source.root, source.signature())}
+    ckpt = Checkpoint.for_rank(opts.checkpoint, rank, world, _fingerprint(posteriors, recipe, opts, world),
+                               opts.checkpoint_every, ids=source.ids, positions=len(positions), unit=source.unit)
     state = (ckpt.resume() if opts.resume and ckpt else None) or Run.empty(len(opts.sizes))
     cache = _latent_cache(opts, state, ckpt, posteriors, recipe, rank, world)
     step = Accumulate(state, source, posteriors.fn, seed=opts.seed, strict=opts.strict, cache=cache,
-                      edges=histogram_edges_for(posteriors.info.to_dict() if posteriors.info else {}),
+                      edges=histogram_edges_for(posteriors.model),
                       stochastic=posteriors.stochastic)
     workers = _workers(opts, len(positions))
     batches = loader(source, positions[state.done:], opts.batch_size, workers, posteriors.device.type == "cuda")
@@ -101,14 +107,20 @@ def _source_and_posteriors(opts: Options, rank: int, world: int) -> tuple[Source
     if opts.latents:
         encoder = _load_encoder(opts, "cpu", "float32") if opts.model else None
         source = open_source(opts, channels=encoder.info.latent_channels if encoder else None)
-        return source, Posteriors(source.posterior, encoder.info if encoder else None, torch.device("cpu"),
-                                  "float64", source.moments)
+        model = _model_field(encoder, opts) if encoder else dict(NO_MODEL)
+        return source, Posteriors(source.posterior, model, torch.device("cpu"), "float64", source.moments)
     source = open_source(opts)
     encoder = _load_encoder(opts, distributed.device_for(opts.device, rank, world), opts.dtype)
     source.adapt(encoder)
     chunked = _chunked(encoder, opts)
-    return source, Posteriors(chunked, encoder.info, encoder.device, str(encoder.dtype).removeprefix("torch."),
-                              encoder.stochastic, chunked)
+    return source, Posteriors(chunked, _model_field(encoder, opts), encoder.device,
+                              str(encoder.dtype).removeprefix("torch."), encoder.stochastic, chunked)
+
+
+def _model_field(encoder: Encoder, opts: Options) -> dict[str, Any]:
+    """What the result says of the model, with its identity by content (weights hash or hub commit)."""
+    info = encoder.info.to_dict()
+    return {**info, "identity": model_identity(info, dict(encoder.vae.config), cache_root(opts.cache_dir))}
 
 
 def _load_encoder(opts: Options, device: str, dtype: str) -> Encoder:
@@ -139,14 +151,12 @@ def _positions(num_units: int, opts: Options, rank: int, world: int) -> list[int
     return order(num_units, opts.seed, opts.limit)[shard_i::shard_n][rank::world]
 
 
-def _fingerprint(posteriors: Posteriors, recipe: dict[str, Any], opts: Options, world: int,
-                 source: Source) -> dict[str, Any]:
-    """What must match for a checkpoint to continue: model, recipe, split, and the unit list itself
-    (a folder that gained or lost files would silently shift every later unit)."""
-    info = posteriors.info.to_dict() if posteriors.info else {}
-    model = {k: info.get(k) for k in ("source", "subfolder", "revision", "variant", "class")}
-    units = hashlib.sha256("\n".join(source.ids).encode()).hexdigest()[:16]
-    return {"model": model, "recipe": recipe, "shard": opts.shard, "world": world, "images": units}
+def _fingerprint(posteriors: Posteriors, recipe: dict[str, Any], opts: Options, world: int) -> dict[str, Any]:
+    """What must match for a checkpoint to continue: the model and data by content (not by how they
+    were spelled), the recipe and the split."""
+    model = {**(posteriors.model.get("identity") or {}), "variant": posteriors.model.get("variant")}
+    return {"model": model, "recipe": {k: v for k, v in recipe.items() if k != "data"}, "shard": opts.shard,
+            "world": world}
 
 
 def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors: Posteriors,
@@ -158,7 +168,7 @@ def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors
         raise InputError("--moments needs a stochastic encoder (mean and logvar); this one is deterministic")
     shard_i, shard_n = parse_shard(opts.shard)
     rank_of, ranks = shard_i * world + rank, shard_n * world
-    meta = {"model": posteriors.info.to_dict() if posteriors.info else None, "recipe": recipe}
+    meta = {"model": posteriors.model, "recipe": recipe}
     cache = (LatentCache.resume(opts.save_latents, state.cache, rank_of, ranks, opts.moments, meta=meta)
              if state.cache else LatentCache(opts.save_latents, rank_of, ranks, opts.moments, meta=meta))
     if ckpt:
@@ -198,26 +208,29 @@ def _unmet(stats: PosteriorStats, opts: Options, stopped_early: bool) -> str | N
 def _results(state: Run, posteriors: Posteriors, source: Source, recipe: dict[str, Any], opts: Options,
              run_info: dict[str, Any], rank: int, world: int) -> list[Result]:
     """One result per view (--size), from the statistics of every rank merged in rank order."""
-    results = []
-    for v, size in enumerate(opts.sizes[:len(state.stats)]):
-        extra = {"skipped": [s for s in state.skipped if s.get("view", v) == v], "upcast_chunks": state.upcast_chunks,
-                 "latent_shape": state.latent_shapes[v], "frames": frames_to_dict(state.frames[v])}
-        stats, parts = distributed.gather(state.stats[v], extra, rank, world)
-        skipped = [{k: s[k] for k in ("path", "error")} for part in parts for s in part["skipped"]]
-        if stats is None:
-            raise InputError(f"no unit of {opts.latents or opts.data} could be used ({len(skipped)} skipped)")
-        info = {**run_info, "upcast_chunks": sum(part["upcast_chunks"] for part in parts),
-                "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
-                "forecast": forecast(stats.num_images, *stats.interval(opts.posterior), run_info["seconds"],
-                                     (opts.rel_tol,), population(recipe, skipped)),
-                **speed(posteriors, stats.num_images, run_info["seconds"])}
-        shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
-        result = build_result(stats, posteriors.info.to_dict() if posteriors.info else {"source": None},
-                              {**recipe, "size": size}, skipped, posterior=stats.key(opts.posterior), run=info,
-                              latent_shape=shape)
-        result.update(source.describe(result))
-        frames = merge_frames([frames_from_dict(part["frames"]) for part in parts])
-        if frames:
-            result["frames"] = frames_result(frames, result["recipe"]["posterior"])
-        results.append(result)
-    return results
+    return [_result(v, state, posteriors, source, {**recipe, "size": size}, opts, run_info, rank, world)
+            for v, size in enumerate(opts.sizes[:len(state.stats)])]
+
+
+def _result(v: int, state: Run, posteriors: Posteriors, source: Source, recipe: dict[str, Any], opts: Options,
+            run_info: dict[str, Any], rank: int, world: int) -> Result:
+    extra = {"skipped": [s for s in state.skipped if s.get("view", v) == v], "upcast_chunks": state.upcast_chunks,
+             "latent_shape": state.latent_shapes[v], "frames": frames_to_dict(state.frames[v])}
+    stats, parts = distributed.gather(state.stats[v], extra, rank, world)
+    skipped = [{k: s[k] for k in ("path", "error")} for part in parts for s in part["skipped"]]
+    if stats is None:
+        raise InputError(f"no unit of {opts.latents or opts.data} could be used ({len(skipped)} skipped)")
+    check_spread(stats, stats.key(opts.posterior), f"the units of {opts.latents or opts.data}")
+    info = {**run_info, "upcast_chunks": sum(part["upcast_chunks"] for part in parts),
+            "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
+            "forecast": forecast(stats.num_images, *stats.interval(opts.posterior), run_info["seconds"],
+                                 (opts.rel_tol,), population(recipe, skipped)),
+            **speed(posteriors, stats.num_images, run_info["seconds"])}
+    shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
+    result = build_result(stats, posteriors.model, recipe, skipped, posterior=stats.key(opts.posterior), run=info,
+                          latent_shape=shape)
+    result.update(source.describe(result))
+    frames = merge_frames([frames_from_dict(part["frames"]) for part in parts])
+    if frames:
+        result["frames"] = frames_result(frames, result["recipe"]["posterior"])
+    return result

@@ -11,6 +11,7 @@ from .conventions import CONVENTIONS, config_normalisation, normalisations
 from .forecast import table_rows
 from .known import lookup
 from .stats import PosteriorStats, histogram_edges
+from .validation import state_checksum
 from .version import __version__
 
 SCHEMA = 1
@@ -95,6 +96,7 @@ def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str,
         state=stats.to_dict(),
     )
     result["normalisations"] = normalisations(result)
+    result["state_sha256"] = state_checksum(result["state"])
     return result
 
 

@@ -1,0 +1,95 @@
+"""The Hugging Face hub, asked once: can it be reached, and what to say when it cannot.
+
+Without a network huggingface_hub retries every file for about a minute and diffusers then blames
+a missing config.json. One short TCP probe before the first hub call answers instead: no hub and
+no cached copy is one clear error in seconds; no hub but a cached copy switches this process to
+offline mode, so the cache is used without a single retry.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.request
+import warnings
+from urllib.parse import urlsplit
+
+from .errors import InputError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+PORTS = {"https": 443, "http": 80}
+TRUE = {"1", "ON", "YES", "TRUE"}
+_probed: dict[str, str | None] = {}  # host:port -> why it cannot be reached (None: reachable), per process
+
+
+def endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def _target() -> tuple[str, int]:
+    """Host and port the hub's requests connect to: the proxy for the endpoint when one is set."""
+    url = urlsplit(endpoint())
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return url.hostname or "", url.port or PORTS.get(url.scheme, 443)
+
+
+def hub_unreachable(timeout: float = 2.0) -> str | None:
+    """Why the hub cannot be reached (e.g. 'huggingface.co:443: timed out'), or None; probed once
+    per process."""
+    host, port = _target()
+    key = f"{host}:{port}"
+    if key not in _probed:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            _probed[key] = None
+        except OSError as e:  # name resolution, refusal, no route or timeout
+            _probed[key] = f"{key}: {e.strerror or e}"
+    return _probed[key]
+
+
+def offline_mode() -> bool:
+    """Whether HF_HUB_OFFLINE is set (in the environment or already in huggingface_hub)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or (os.environ.get("HF_HUB_OFFLINE") or "").upper() in TRUE
+
+
+def is_cached(model: str, subfolder: str | None = None, revision: str | None = None) -> bool:
+    """Whether the Hugging Face cache holds a config of `model` (a bare VAE or a pipeline)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    names = [f"{subfolder}/config.json"] if subfolder else ["config.json", "model_index.json"]
+    return any(isinstance(try_to_load_from_cache(model, name, revision=revision), str) for name in names)
+
+
+def go_offline() -> None:
+    """Offline mode for this process (and its workers), so huggingface_hub reads the cache without retrying."""
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+
+
+def check_hub(model: str, subfolder: str | None = None, revision: str | None = None,
+              timeout: float = 2.0) -> None:
+    """Call before the first hub request for `model`: refuse in seconds when the hub cannot be reached
+    and nothing is cached; go offline when it cannot be reached but a copy is cached."""
+    if offline_mode():
+        return
+    reason = hub_unreachable(timeout)
+    if reason is None:
+        return
+    if not is_cached(model, subfolder, revision):
+        raise InputError(f"no network: the Hugging Face hub ({endpoint()}) cannot be reached ({reason}) and the "
+                         f"cache has no copy of {model}; pass a local folder or warm the cache")
+    warnings.warn(f"the Hugging Face hub cannot be reached ({reason}): using the cached copy of {model}",
+                  stacklevel=2)
+    go_offline()
+
+
+def offline_message(model: str) -> str:
+    """What to say when loading `model` failed with HF_HUB_OFFLINE set (so never advise setting it)."""
+    return (f"the Hugging Face cache has no copy of {model}; HF_HUB_OFFLINE is set, so pass a local folder "
+            "(or unset HF_HUB_OFFLINE to download it)")

@@ -1,0 +1,204 @@
+"""Every state read back (merge inputs, checkpoints) is validated: each damaged or edited field is
+refused with one sentence naming the file and the field; sound files pass untouched."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from latent_scale.errors import InputError
+from latent_scale.validation import (
+    check_checkpoint,
+    check_result,
+    check_state,
+    seal,
+    state_checksum,
+)
+
+Doc = dict[str, Any]
+
+
+@pytest.fixture
+def result(result_json: Path) -> Doc:
+    return json.loads(result_json.read_text())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Doc:
+    """A finished run's checkpoint: 24 photographs, all consumed."""
+    import latent_scale
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("ckpt") / "state.json"
+    latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, dtype="float32",
+                          checkpoint=str(path))
+    return json.loads(path.read_text())
+
+
+def refused(check: Callable[[], None]) -> str:
+    with pytest.raises(InputError) as e:
+        check()
+    return str(e.value)
+
+
+def _channels(field: str, value: Callable[[list], list]) -> Callable[[Doc], None]:
+    """Edit one per-channel list of the mode's moments (e.g. all counts)."""
+    def edit(doc: Doc) -> None:
+        moments = doc["state"]["mode"]["moments"]
+        moments[field] = value(moments[field])
+    return edit
+
+
+def _set(path: str, value: Any) -> Callable[[Doc], None]:
+    def edit(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+    return edit
+
+
+def _times_ten(doc: Doc) -> None:
+    """×10 counts, consistently across mode, sample and σ²: only the histograms can tell."""
+    for part in (doc["state"]["mode"]["moments"], doc["state"]["sample"]["moments"], doc["state"]["sigma2"]):
+        part["n"] = [10 * n for n in part["n"]]
+
+
+def _other_edges(doc: Doc) -> None:
+    hist = doc["state"]["sample"]["histogram"]
+    hist["edges"] = [2 * e for e in hist["edges"]]
+
+
+# (case, edit, the field the message must name)
+DAMAGE = [
+    ("negative_counts", _channels("n", lambda n: [-x for x in n]), "state.mode.moments.n[0]"),
+    ("fractional_count", _channels("n", lambda n: [x + 0.5 for x in n]), "state.mode.moments.n[0]"),
+    ("huge_counts", _channels("n", lambda n: [1e300] * len(n)), "state.mode.moments.n[0]"),
+    ("counts_times_ten", _times_ten, "state.mode.histogram.counts[0] adds up to"),
+    ("counts_differ_between_channels", _channels("n", lambda n: [n[0] + 1, *n[1:]]), "differs between channels"),
+    ("negative_m2", _channels("m2", lambda m: [-m[0], *m[1:]]), "state.mode.moments.m2[0]"),
+    ("negative_m4", _channels("m4", lambda m: [*m[:-1], -m[-1]]), "state.mode.moments.m4[3]"),
+    ("nan_moment", _channels("mean", lambda m: [math.nan, *m[1:]]), "state.mode.moments.mean[0] is nan"),
+    ("infinite_moment", _channels("m3", lambda m: [math.inf, *m[1:]]), "state.mode.moments.m3[0] is inf"),
+    ("string_moment", _channels("m2", lambda m: ["1.0", *m[1:]]), "is a string, not a number"),
+    ("short_channel_list", _channels("mean", lambda m: m[:-1]), "state.mode.moments.mean has 3 entries, not 4"),
+    ("mean_outside_min_max", _channels("mean", lambda m: [1e6, *m[1:]]), "outside [min, max]"),
+    ("more_images_than_values", _set("state.mode.images.n", 10**9), "state.mode.images.n"),
+    ("negative_comoment_diagonal", _set("state.mode.images.comoment.0.0", -1.0), "negative mean square or var"),
+    ("negative_histogram_count", _set("state.mode.histogram.counts.0.0", -1), "state.mode.histogram.counts[0][0]"),
+    ("edges_not_increasing", _set("state.mode.histogram.edges.1", -1e9), "are not strictly increasing"),
+    ("edges_differ_between_mode_and_sample", _other_edges, "state.sample.histogram.edges differ"),
+    ("sample_counts_other_latents", _set("state.sample.images.n", 1), "state.sample.images.n"),
+    ("channels_not_a_count", _set("state.channels", "4"), "state.channels"),
+    ("stochastic_not_a_flag", _set("state.stochastic", 1), "state.stochastic"),
+    ("missing_sigma2", lambda d: d["state"].pop("sigma2"), "state.sigma2 is missing"),
+    ("state_is_a_list", _set("state", [1]), "state is a list"),
+    ("shard_of_the_wrong_type", _set("run.shard", 3), "run.shard is 3"),
+    ("shard_out_of_range", _set("run.shard", "2/2"), "run.shard is '2/2'"),
+    ("skipped_entry_without_path", _set("skipped", [{"error": "x"}]), "skipped[0].path is missing"),
+    ("deterministic_state_with_sample_posterior", _set("state.stochastic", False), "recipe.posterior"),
+    ("latent_shape_of_other_channels", _set("latent_shape", [3, 16, 16]), "latent_shape"),
+    ("missing_model", lambda d: d.pop("model"), "model is missing"),
+]
+
+
+@pytest.mark.parametrize(("edit", "names"), [c[1:] for c in DAMAGE], ids=[c[0] for c in DAMAGE])
+def test_damaged_result_is_refused_naming_file_and_field(result: Doc, edit: Callable[[Doc], None],
+                                                         names: str) -> None:
+    edit(result)
+    message = refused(lambda: check_result(result, "shard.json"))
+    assert message.startswith("shard.json: ") and names in message, message
+    assert "\n" not in message
+
+
+def test_sound_result_and_its_state_pass(result: Doc) -> None:
+    check_result(result, "r.json")
+    check_state(result["state"], "r.json")
+
+
+def test_result_written_before_checksums_is_accepted(result: Doc) -> None:
+    """Schema-1 results from before state_sha256 existed still merge; the invariants guard them."""
+    result.pop("state_sha256", None)
+    check_result(result, "old.json")
+
+
+def test_checksum_is_sha256_of_canonical_json_whatever_the_spacing() -> None:
+    import hashlib
+
+    state = {"b": [1.5, 2], "a": {"y": None, "x": "é"}}
+    expected = hashlib.sha256('{"a":{"x":"é","y":null},"b":[1.5,2]}'.encode()).hexdigest()
+    assert state_checksum(state) == expected
+    assert state_checksum(json.loads(json.dumps(state, indent=4))) == expected
+
+
+def test_checksum_mismatch_is_refused_naming_state_sha256(result: Doc) -> None:
+    sealed = seal(result)
+    check_result(sealed, "r.json")
+    sealed["state"]["mode"]["min"][0] -= 1.0  # a plausible edit that no invariant catches
+    message = refused(lambda: check_result(sealed, "r.json"))
+    assert message == "r.json: state_sha256 does not match its state; the file is damaged or was edited"
+
+
+@pytest.mark.parametrize(("doc", "says"), [
+    ([1, 2], "r.json is not a latent-scale result (it holds a list)"),
+    (None, "r.json is not a latent-scale result (it holds null)"),
+    ({"_class_name": "AutoencoderKL"}, "r.json is not a latent-scale result (it holds a JSON object without"),
+], ids=["json_array", "json_null", "other_json_object"])
+def test_result_that_is_not_a_result_object_is_refused(doc: Any, says: str) -> None:
+    assert refused(lambda: check_result(doc, "r.json")).startswith(says)
+
+
+def test_newer_schema_says_which_version_reads_it(result: Doc) -> None:
+    result["schema"] = 2
+    assert refused(lambda: check_result(result, "r.json")) == (
+        "r.json: schema is 2; this version of latent-scale reads schema 1")
+
+
+def test_checkpoint_passed_as_result_gets_its_own_sentence(checkpoint: Doc) -> None:
+    assert refused(lambda: check_result(checkpoint, "state.json")) == (
+        "state.json is a checkpoint, not a result; finish the run with --resume, then merge its -o result")
+
+
+def test_sound_checkpoint_passes(checkpoint: Doc) -> None:
+    check_checkpoint(checkpoint, "state.json", positions=24)
+    check_checkpoint(seal(checkpoint), "state.json", positions=24)
+
+
+@pytest.mark.parametrize(("edit", "names"), [
+    (_set("run.done", 0), "run.done is 0, but view 0 holds 24 units and 0 skipped ones"),
+    (_set("run.done", 10000), "run.done is 10000, more than the 24 units of this run"),
+    (_set("run.done", -1), "run.done is -1"),
+    (_set("run.stats.0.mode.moments.m2.0", -1.0), "run.stats[0].mode.moments.m2[0]"),
+    (_set("run.latent_shapes.0", [8, 16, 16]), "run.latent_shapes[0]"),
+    (_set("run.skipped", None), "run.skipped is null"),
+    (lambda d: d.pop("run"), "run is missing"),
+    (_set("fingerprint", "x"), "fingerprint is a string"),
+], ids=["done_edited_to_0", "done_beyond_the_run", "done_negative", "negative_m2", "latent_shape_channels",
+        "skipped_null", "without_run", "fingerprint_not_an_object"])
+def test_damaged_checkpoint_is_refused_naming_the_field(checkpoint: Doc, edit: Callable[[Doc], None],
+                                                        names: str) -> None:
+    doc = copy.deepcopy(checkpoint)
+    edit(doc)
+    message = refused(lambda: check_checkpoint(doc, "state.json", positions=24))
+    assert message.startswith("state.json: ") and names in message, message
+
+
+def test_checkpoint_that_is_null_or_another_file_is_refused() -> None:
+    for doc in (None, [], {"kind": "other"}):
+        assert refused(lambda d=doc: check_checkpoint(d, "c.json", 5)).startswith(
+            "c.json is not a latent-scale checkpoint")
+
+
+def test_checkpoint_checksum_covers_done(checkpoint: Doc) -> None:
+    """`done` is part of what the checksum covers: an edit that keeps the invariants is still caught."""
+    sealed = seal(copy.deepcopy(checkpoint))
+    sealed["run"]["upcast_chunks"] += 1
+    assert "state_sha256 does not match its run" in refused(lambda: check_checkpoint(sealed, "c.json", 24))
