@@ -64,7 +64,8 @@ def run(opts: Options) -> list[Result]:
     _check_run(opts, rank, world)
     source, posteriors = _source_and_posteriors(opts, rank, world)
     positions = _positions(len(source), opts, rank, world)
-    recipe = {**opts.recipe(), **source.recipe(), "dtype": posteriors.dtype, "dataset_size": len(source),
+    recipe = {**opts.recipe(), **source.recipe(), "unit": source.unit, "dtype": posteriors.dtype,
+              "dataset_size": len(source),
               "data_identity": data_identity(source.ids, source.root, source.signature())}
     ckpt = Checkpoint.for_rank(opts.checkpoint, rank, world, _fingerprint(posteriors, recipe, opts, world),
                                opts.checkpoint_every, ids=source.ids, positions=len(positions), unit=source.unit)

@@ -155,7 +155,7 @@ def _rows_headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     subset = size is not None and r["num_images"] + len(r["skipped"]) < size
     images = f"{r['num_images']}" + (f" of {size}" if subset else "")
     rows = [
-        ("images", images + (f" ({len(r['skipped'])} skipped)" if r["skipped"] else "")),
+        (f"{r['recipe'].get('unit', 'image')}s", images + (f" ({len(r['skipped'])} skipped)" if r["skipped"] else "")),
         ("latent shape", " × ".join(str(d) for d in r["latent_shape"])
          + (" channels, size varies" if len(r["latent_shape"]) == 1 else "")),
         ("mean", _fmt(r["mean"])),
@@ -205,6 +205,8 @@ def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("stopped early", run["stop_reason"]))
     if run.get("rel_tol_unmet"):
         rows.append(("--rel-tol", run["rel_tol_unmet"]))
+    if r.get("input_scale"):
+        rows.append(("input scale", r["input_scale"]["note"]))
     if run.get("images_per_s"):
         tflops, peak = run.get("achieved_tflops"), run.get("fraction_of_peak")
         rows.append(("speed", f"{run['images_per_s']:.3g} units/s"

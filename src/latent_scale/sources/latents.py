@@ -452,6 +452,16 @@ class LatentSource(Source):
         """How many latents of each stored shape the headers announce ("4x32x32": 1000)."""
         return dict(Counter("x".join(map(str, u.shape)) for u in self.units if u.shape is not None))
 
+    def describe(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The stored shapes, and with --input-scale F what the cache's own factor becomes."""
+        out: dict[str, Any] = {"latent_shapes": self.shapes()}
+        if self.input_scale:
+            f = result["scale_factor"]
+            out["input_scale"] = {"stored_scale": self.input_scale, "multiply_stored_by": f / self.input_scale,
+                                  "note": f"the cache holds z × {self.input_scale:g}; the raw latents' factor is "
+                                          f"{f:.6g}, i.e. multiply the stored latents by {f / self.input_scale:.6g}"}
+        return out
+
     def recipe(self) -> dict[str, Any]:
         out = {"source": self.kind, "moments": self.moments, "key": self.key, "input_scale": self.input_scale}
         return {**out, "cache": self.cache["meta"]} if self.cache else out
