@@ -1,11 +1,18 @@
-"""Shared fixtures: tiny autoencoders built from configs, real photographs from skimage.
+"""Shared fixtures: tiny autoencoders built from configs, real photographs from skimage, the command
+line run in-process, and the naive reference every estimate is checked against.
 
-Nothing here touches the network or writes outside tmp_path.
+Nothing here touches the network or writes outside tmp_path. Test files use the fixtures; the plain
+functions `tiny_kl`, `write_photos` and `run_cli` remain importable for files not yet converted.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +21,7 @@ from PIL import Image
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "brick", "grass", "gravel",
           "hubble_deep_field", "immunohistochemistry"]
+SIZE = 32  # the tests' image size, unless a test says otherwise
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +39,27 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
 
 
-def tiny_kl(latent_channels: int = 4, seed: int = 0):
+@pytest.fixture(autouse=True)
+def _float32_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--dtype auto picks bfloat16 on CPUs with native bf16 units (this one has them); the references
+    are float32 to 1e-6, so in-process runs see a CPU without them unless a test says otherwise."""
+    monkeypatch.setattr("latent_scale.models.CPUINFO", "/nonexistent/cpuinfo")
+
+
+@pytest.fixture(autouse=True)
+def _single_threaded_and_quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One torch thread, here and in subprocesses: tiny convolutions gain nothing from more, OpenMP
+    spin-waits crawl on a shared CPU, and float32 encodes then agree bit for bit with torchrun's
+    ranks. cli.main() may install its own warning printer: the original comes back after each test."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_kl(latent_channels: int = 4, seed: int = 0) -> torch.nn.Module:
     """A two-level AutoencoderKL (downsamples by 2) small enough for CPU tests."""
     from diffusers import AutoencoderKL
 
@@ -49,10 +77,20 @@ def tiny_kl(latent_channels: int = 4, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
-def vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("vae")
-    tiny_kl().save_pretrained(path)
-    return path
+def tiny_vae(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`tiny_vae(latent_channels=4, seed=0)`: the folder of a saved tiny_kl, built once per session."""
+    @functools.cache
+    def get(latent_channels: int = 4, seed: int = 0) -> Path:
+        folder = tmp_path_factory.mktemp(f"vae-{latent_channels}ch-seed{seed}")
+        tiny_kl(latent_channels, seed).save_pretrained(folder)
+        return folder
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def vae_dir(tiny_vae: Callable[..., Path]) -> Path:
+    return tiny_vae()
 
 
 def write_photos(folder: Path, count: int, size: int = 96, seed: int = 0) -> list[Path]:
@@ -76,11 +114,21 @@ def write_photos(folder: Path, count: int, size: int = 96, seed: int = 0) -> lis
 
 
 @pytest.fixture(scope="session")
-def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photo_set(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`photo_set(count, size=96, seed=0)`: a folder of write_photos' photographs, written once per session."""
+    @functools.cache
+    def get(count: int, size: int = 96, seed: int = 0) -> Path:
+        folder = tmp_path_factory.mktemp(f"photos{count}-{size}px-seed{seed}")
+        write_photos(folder, count, size, seed)
+        return folder
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def photo_dir(photo_set: Callable[..., Path]) -> Path:
     """24 real photographs, 96 px, in three class folders."""
-    path = tmp_path_factory.mktemp("photos")
-    write_photos(path, 24)
-    return path
+    return photo_set(24)
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -93,11 +141,77 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
     return exc.value.code, out, err
 
 
-@pytest.fixture(scope="session")
-def result_json(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A result file of the tiny VAE on the photographs (32 px)."""
+class Cli:
+    """The command line, in-process or as a subprocess, and the shape every user error must have."""
+
+    def __init__(self, capsys: pytest.CaptureFixture) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str | Path | float) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of `latent-scale *args`, run in this process."""
+        return run_cli([str(a) for a in args], self.capsys)
+
+    def fails(self, *args: str | Path | float, says: Iterable[str] = ()) -> str:
+        """Run, and assert a user error that says each of `says`; its stderr."""
+        code, _, err = self(*args)
+        return self.one_line_error(code, err, says)
+
+    @staticmethod
+    def one_line_error(code: int, err: str, says: Iterable[str] = (), exit_code: int = 2) -> str:
+        """Exit `exit_code` and one sentence on stderr, no traceback: how every refusal looks."""
+        assert code == exit_code, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        for needle in says:
+            assert needle in err, err
+        return err
+
+    @staticmethod
+    def argv(*args: str | Path | float) -> list[str]:
+        """The command for a subprocess: `python -m latent_scale *args`."""
+        return [sys.executable, "-m", "latent_scale", *map(str, args)]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture) -> Cli:
+    return Cli(capsys)
+
+
+def _measure(model: str | Path, data: str | Path, **options: Any) -> Any:
+    """latent_scale.estimate with the tests' defaults: 32 px, no worker processes, no progress bar."""
     import latent_scale
 
+    options = {"size": SIZE, "workers": 0, "progress": False, **options}
+    return latent_scale.estimate(model=str(model), data=str(data), **options)
+
+
+@pytest.fixture(scope="session")
+def measure() -> Callable[..., Any]:
+    """`measure(model, data, **options)`: a Result (a list of them for several sizes)."""
+    return _measure
+
+
+def _classic_pixels(images: Sequence[str | Path | Image.Image], size: int = SIZE) -> torch.Tensor:
+    """The throw-away script's preprocessing, written apart from the tool's: resize the shorter side
+    (bilinear, antialiased), centre crop, scale to [-1, 1]. Paths are opened as 8-bit RGB."""
+    from torchvision import transforms
+
+    tf = transforms.Compose([
+        transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+        transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
+    opened = [im if isinstance(im, Image.Image) else Image.open(im).convert("RGB") for im in images]
+    return torch.stack([tf(im) for im in opened])
+
+
+@pytest.fixture(scope="session")
+def classic_pixels() -> Callable[..., torch.Tensor]:
+    """`classic_pixels(images, size=32)`: the naive reference's input batch (N, 3, size, size)."""
+    return _classic_pixels
+
+
+@pytest.fixture(scope="session")
+def result_json(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                measure: Callable[..., Any]) -> Path:
+    """A result file of the tiny VAE on the photographs (32 px)."""
     path = tmp_path_factory.mktemp("result") / "r.json"
-    latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, output=str(path))
+    measure(vae_dir, photo_dir, output=str(path))
     return path

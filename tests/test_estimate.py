@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,31 +11,24 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 from PIL import Image
-from torchvision import transforms
 
 import latent_scale
 
 SIZE = 48
 
 
-def naive_latents(vae_dir: Path, paths: list[Path], seed: int = 0) -> dict[str, torch.Tensor]:
-    """The throw-away script: classic preprocessing, encode one by one, keep everything.
+def naive_latents(vae_dir: Path, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The throw-away script: encode one by one, keep everything.
 
-    Noise follows the documented rule: image i (its index in the sorted path list) draws
-    ε from torch.Generator().manual_seed(seed * 1_000_003 + i).
+    `x` holds the preprocessed images in sorted-path order. Noise follows the documented rule:
+    image i draws ε from torch.Generator().manual_seed(seed * 1_000_003 + i).
     """
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    tf = transforms.Compose([
-        transforms.Resize(SIZE, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
-        transforms.CenterCrop(SIZE), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
-    all_paths = sorted(str(p) for p in paths)
     mus, sigmas, samples = [], [], []
     with torch.no_grad():
-        for p in paths:
-            x = tf(Image.open(p).convert("RGB"))[None]
-            dist = vae.encode(x).latent_dist
-            eps = torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(
-                seed * 1_000_003 + all_paths.index(str(p))))
+        for i in range(len(x)):
+            dist = vae.encode(x[i:i + 1]).latent_dist
+            eps = torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(seed * 1_000_003 + i))
             mus.append(dist.mean.double())
             sigmas.append(dist.std.double())
             samples.append(dist.mean.double() + dist.std.double() * eps.double())
@@ -41,16 +36,20 @@ def naive_latents(vae_dir: Path, paths: list[Path], seed: int = 0) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def reference(vae_dir: Path, photo_dir: Path) -> dict[str, torch.Tensor]:
-    return naive_latents(vae_dir, sorted(photo_dir.rglob("*.png")))
+def reference(vae_dir: Path, photo_dir: Path, classic_pixels: Callable[..., torch.Tensor]) -> dict[str, torch.Tensor]:
+    return naive_latents(vae_dir, classic_pixels(sorted(photo_dir.rglob("*.png")), SIZE))
 
 
-def run(vae_dir: Path, data: Path, **kw) -> latent_scale.Result:
-    kw = {"size": SIZE, "workers": 0, "progress": False, **kw}
-    return latent_scale.estimate(model=str(vae_dir), data=str(data), **kw)
+Run = Callable[..., latent_scale.Result]
 
 
-def test_matches_naive_float64_reference(vae_dir: Path, photo_dir: Path, reference: dict) -> None:
+@pytest.fixture
+def run(measure: Run) -> Run:
+    """This file's runs: 48 px."""
+    return functools.partial(measure, size=SIZE)
+
+
+def test_matches_naive_float64_reference(vae_dir: Path, photo_dir: Path, reference: dict, run: Run) -> None:
     r = run(vae_dir, photo_dir, batch_size=5)
     mode, sample = reference["mode"], reference["sample"]
     assert r.num_images == len(mode) == 24
@@ -73,14 +72,15 @@ def test_matches_naive_float64_reference(vae_dir: Path, photo_dir: Path, referen
 
 @pytest.mark.parametrize("kw", [{"batch_size": 1}, {"batch_size": 7, "chunk_size": "3"},
                                 {"batch_size": 7, "workers": 2}])
-def test_invariant_to_batch_chunk_and_workers(vae_dir: Path, photo_dir: Path, reference: dict, kw: dict) -> None:
+def test_invariant_to_batch_chunk_and_workers(vae_dir: Path, photo_dir: Path, reference: dict, kw: dict,
+                                              run: Run) -> None:
     r = run(vae_dir, photo_dir, **kw)
     assert r.num_images == 24
     assert r.estimates["sample"]["scale_factor"] == pytest.approx(1 / reference["sample"].std().item(), rel=1e-6)
     assert r.estimates["mode"]["scale_factor"] == pytest.approx(1 / reference["mode"].std().item(), rel=1e-6)
 
 
-def test_limit_takes_a_seeded_random_prefix(vae_dir: Path, photo_dir: Path, reference: dict) -> None:
+def test_limit_takes_a_seeded_random_prefix(vae_dir: Path, photo_dir: Path, reference: dict, run: Run) -> None:
     """--limit N uses the first N of torch.randperm(len, seed): different seeds, different samples."""
     n = len(reference["mode"])
     results = {}
@@ -93,7 +93,7 @@ def test_limit_takes_a_seeded_random_prefix(vae_dir: Path, photo_dir: Path, refe
     assert results[0] != results[1]
 
 
-def test_posterior_choice_sets_the_headline(vae_dir: Path, photo_dir: Path, reference: dict) -> None:
+def test_posterior_choice_sets_the_headline(vae_dir: Path, photo_dir: Path, reference: dict, run: Run) -> None:
     r = run(vae_dir, photo_dir, posterior="expected_sample", limit=8)
     assert r.scale_factor == r.estimates["expected_sample"]["scale_factor"]
     assert r.recipe["posterior"] == "expected_sample"
@@ -111,7 +111,7 @@ def test_txt_list_and_config_preset(vae_dir: Path, photo_dir: Path, reference: d
     assert r.scale_factor == pytest.approx(1 / reference["mode"][:10].std().item(), rel=1e-6)
 
 
-def test_output_json_is_written_and_complete(vae_dir: Path, photo_dir: Path, tmp_path: Path) -> None:
+def test_output_json_is_written_and_complete(vae_dir: Path, photo_dir: Path, tmp_path: Path, run: Run) -> None:
     import json
 
     out = tmp_path / "res" / "r.json"
@@ -125,7 +125,7 @@ def test_output_json_is_written_and_complete(vae_dir: Path, photo_dir: Path, tmp
     assert not list(out.parent.glob("*.tmp"))
 
 
-def test_no_crop_keeps_the_aspect_ratio(vae_dir: Path, tmp_path: Path) -> None:
+def test_no_crop_keeps_the_aspect_ratio(vae_dir: Path, tmp_path: Path, run: Run) -> None:
     """--no-crop: resize the shorter side, trim each side to a multiple of 32, pool unequal images."""
     from skimage import data
     from torchvision.transforms import functional as F
@@ -152,7 +152,7 @@ def test_no_crop_keeps_the_aspect_ratio(vae_dir: Path, tmp_path: Path) -> None:
     assert r.recipe["crop"] is False and r.latent_shape == [ref.shape[0]]
 
 
-def test_speed_is_reported_from_counted_flops(vae_dir: Path, photo_dir: Path) -> None:
+def test_speed_is_reported_from_counted_flops(vae_dir: Path, photo_dir: Path, run: Run) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
@@ -166,7 +166,7 @@ def test_speed_is_reported_from_counted_flops(vae_dir: Path, photo_dir: Path) ->
 
 
 def test_compile_gives_the_eager_result(vae_dir: Path, photo_dir: Path, reference: dict, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                        monkeypatch: pytest.MonkeyPatch, run: Run) -> None:
     """--compile (inductor's C++ backend on CPU, about 20 s): same numbers, first chunk eager for FLOPs."""
     import tempfile
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,15 +16,15 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 import latent_scale
-from conftest import run_cli as cli
 from latent_scale.errors import InputError
-from latent_scale.options import make_options
 from latent_scale.known import ENV_VAR, known_factors, lookup, read_registry
+from latent_scale.options import make_options
 from latent_scale.report import format_table
 
+if TYPE_CHECKING:
+    from conftest import Cli
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
 
 @pytest.mark.parametrize("model, factor, shift", [
     ("CompVis/stable-diffusion-v1-4", 0.18215, None),
@@ -93,37 +95,34 @@ def test_users_extend_and_override_the_registry(tmp_path: Path, monkeypatch: pyt
     ('[[model]]\nname = "a"\nids = ["a/b"]\nsource = "s"\nlatents_mean = [1.0]\nlatents_std = [1.0, 2.0]\n',
      "same length"),
 ])
-def test_malformed_registry_is_a_user_error(tmp_path: Path, text: str, needle: str,
-                                            capsys: pytest.CaptureFixture) -> None:
+def test_malformed_registry_is_a_user_error(tmp_path: Path, text: str, needle: str, cli: Cli) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     with pytest.raises(InputError, match=needle.replace("[", r"\[")):
         read_registry(bad)
-    code, _, err = cli(["known", "--registry", str(bad)], capsys)
-    assert code == 2 and needle in err and str(bad) in err and "Traceback" not in err
+    cli.fails("known", "--registry", bad, says=[needle, str(bad)])
 
 
-def test_known_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, out, _ = cli(["known"], capsys)
+def test_known_command(tmp_path: Path, cli: Cli) -> None:
+    code, out, _ = cli("known")
     assert code == 0
     for needle in ("0.18215", "0.13025", "1.5305 shift 0.0609", "0.3611 shift 0.1159", "0.41407", "Wan 2.1"):
         assert needle in out
-    code, out, _ = cli(["known", "--model", "black-forest-labs/FLUX.1-schnell"], capsys)
+    code, out, _ = cli("known", "--model", "black-forest-labs/FLUX.1-schnell")
     assert code == 0 and "0.3611" in out and "0.1159" in out and "github.com/black-forest-labs/flux" in out
-    code, out, _ = cli(["known", "--model", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "--json"], capsys)
+    code, out, _ = cli("known", "--model", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "--json")
     assert code == 0 and len(json.loads(out)["latents_std"]) == 16
-    code, _, err = cli(["known", "--model", "me/nothing"], capsys)
-    assert code == 2 and "no published values for 'me/nothing'" in err and "Traceback" not in err
+    cli.fails("known", "--model", "me/nothing", says=["no published values for 'me/nothing'"])
     mine = write_registry(tmp_path / "mine.toml", "me/my-vae", 0.25)
-    code, out, _ = cli(["known", "--model", "me/my-vae", "--registry", str(mine)], capsys)
+    code, out, _ = cli("known", "--model", "me/my-vae", "--registry", mine)
     assert code == 0 and "0.25" in out
 
 
 def test_estimate_table_shows_the_published_value(vae_dir: Path, photo_dir: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                  monkeypatch: pytest.MonkeyPatch, measure: Callable[..., Any]) -> None:
     """A local folder is not a hub id, so register it as one: the table then names the published value."""
     monkeypatch.setenv(ENV_VAR, str(write_registry(tmp_path / "r.toml", str(vae_dir), 0.5)))
-    r = latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, limit=6)
+    r = measure(vae_dir, photo_dir, limit=6)
     table = format_table(r)
     assert f"0.5 (Mine); estimate / published = {r.scale_factor / 0.5:.4f}" in table
     monkeypatch.delenv(ENV_VAR)

@@ -13,18 +13,17 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import diffusers
 import pytest
 import torch
 
-import latent_scale
-from conftest import write_photos
-from latent_scale.cli import main
-from latent_scale.sources.images import open_rgb, preprocess
 from latent_scale.errors import InputError
 from latent_scale.models import DECODER_PARTS, FAMILIES, Encoder, load_model
+
+if TYPE_CHECKING:
+    from conftest import Cli
 
 SIZE = 32
 TOL = 1e-6
@@ -109,20 +108,10 @@ CASES = [
 DETERMINISTIC = {"latent", "latents"}
 
 
-@pytest.fixture(autouse=True)
-def _hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """huggingface_hub reads HF_HUB_OFFLINE once, at import: make the hub attempts here fail at once."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photos(photo_set: Callable[..., Path]) -> Path:
     """Six real photographs; at SIZE the batches of 4 split them 4 + 2."""
-    folder = tmp_path_factory.mktemp("model-photos")
-    write_photos(folder, 6, size=40)
-    return folder
+    return photo_set(6, size=40)
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +131,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Case], tuple[to
         return cache[case.id]
 
     return get
-
-
-def images(folder: Path) -> torch.Tensor:
-    tf = preprocess(SIZE)
-    return torch.stack([tf(open_rgb(str(p))) for p in sorted(folder.rglob("*.png"))])
 
 
 def naive(vae: torch.nn.Module, case: Case, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -172,9 +156,9 @@ def test_registry_lists_exactly_the_tested_classes() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_estimate_equals_naive_reference(case: Case, built: Callable, photos: Path,
-                                         monkeypatch: pytest.MonkeyPatch,
-                                         record_property: Callable[[str, object], None]) -> None:
+def test_estimate_equals_naive_reference(case: Case, built: Callable, photos: Path, monkeypatch: pytest.MonkeyPatch,
+                                         record_property: Callable[[str, object], None], measure: Callable[..., Any],
+                                         classic_pixels: Callable[..., torch.Tensor]) -> None:
     vae, path = built(case)
     ranges: dict[str, list[float]] = {"encoder": [], "inner": []}
 
@@ -191,10 +175,9 @@ def test_estimate_equals_naive_reference(case: Case, built: Callable, photos: Pa
         return enc
 
     monkeypatch.setattr(pipeline_module, "load_model", load_and_watch)
-    r = latent_scale.estimate(model=str(path), data=str(photos), size=SIZE, batch_size=4, workers=0,
-                              progress=False, posterior="mode")
+    r = measure(path, photos, batch_size=4, posterior="mode")
 
-    mu, sigma = naive(vae, case, images(photos))
+    mu, sigma = naive(vae, case, classic_pixels(sorted(photos.rglob("*.png")), SIZE))
     channels = mu.shape[1]
     rows = mu.transpose(0, 1).reshape(channels, -1)
     std = float(mu.std())
@@ -233,7 +216,7 @@ def test_only_the_encoder_half_is_placed(case: Case, built: Callable) -> None:
     called: set[str] = set()
     for name, child in enc.vae.named_children():
         child.register_forward_hook(lambda *_, n=name: called.add(n))
-    enc(torch.rand(1, 3, SIZE, SIZE) * 2 - 1)
+    enc.posterior(torch.rand(1, 3, SIZE, SIZE) * 2 - 1)
     children = {name for name, _ in enc.vae.named_children()}
     assert called == children - DECODER_PARTS
 
@@ -255,16 +238,15 @@ def test_channels_last_placement_encodes_the_same(case: Case, built: Callable) -
     assert weights and all(p.is_contiguous(memory_format=torch.channels_last if p.dim() == 4
                                            else torch.channels_last_3d) for p in weights)
     x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
-    mu, _ = enc(x)
+    mu, _ = enc.posterior(x)
     ref, _ = naive(vae, case, x)
     torch.testing.assert_close(mu.double(), ref, rtol=1e-4, atol=1e-5)
 
 
-def test_deterministic_encoder_falls_back_to_mode(built: Callable, photos: Path) -> None:
+def test_deterministic_encoder_falls_back_to_mode(built: Callable, photos: Path, measure: Callable[..., Any]) -> None:
     _, path = built(next(c for c in CASES if c.cls == "AutoencoderTiny"))
     with pytest.warns(UserWarning, match="AutoencoderTiny is deterministic"):
-        r = latent_scale.estimate(model=str(path), data=str(photos), size=SIZE, workers=0, progress=False,
-                                  limit=2)
+        r = measure(path, photos, limit=2)
     assert r.recipe["posterior"] == "mode" and set(r.estimates) == {"mode"}
 
 
@@ -309,28 +291,24 @@ def test_pipeline_folder(tmp_path: Path, built: Callable, components: dict[str, 
     assert (info.where.subfolder, info.class_name) == found
 
 
-def test_pipeline_without_autoencoder_is_exit_2(tmp_path: Path, built: Callable,
-                                                capsys: pytest.CaptureFixture, photos: Path) -> None:
+def test_pipeline_without_autoencoder_is_exit_2(tmp_path: Path, built: Callable, cli: Cli, photos: Path) -> None:
     root = make_pipeline(tmp_path / "pipe", built, {})
     with pytest.raises(InputError, match="no autoencoder found .*model_index.json"):
         load_model(str(root), device="cpu")
     with pytest.raises(InputError, match="no config.json in .*check --subfolder"):
         load_model(str(root), subfolder="unet", device="cpu")
-    with pytest.raises(SystemExit) as exc:
-        main(["estimate", "--model", str(root), "--data", str(photos), "--workers", "0", "--no-progress"])
-    assert exc.value.code == 2 and "no autoencoder found" in capsys.readouterr().err
+    cli.fails("estimate", "--model", root, "--data", photos, "--workers", 0, "--no-progress",
+              says=["no autoencoder found"])
 
 
-def test_unsupported_class_names_the_supported_ones(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                    photos: Path) -> None:
+def test_unsupported_class_names_the_supported_ones(tmp_path: Path, cli: Cli, photos: Path) -> None:
     (tmp_path / "allegro").mkdir()
     (tmp_path / "allegro" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLAllegro"}))
     with pytest.raises(InputError, match="'AutoencoderKLAllegro' is not supported; supported classes: "
                                          "AsymmetricAutoencoderKL, AutoencoderDC, .*, VQModel$"):
         load_model(str(tmp_path / "allegro"), device="cpu")
-    with pytest.raises(SystemExit) as exc:
-        main(["estimate", "--model", str(tmp_path / "allegro"), "--data", str(photos), "--no-progress"])
-    assert exc.value.code == 2 and "supported classes: " in capsys.readouterr().err
+    cli.fails("estimate", "--model", tmp_path / "allegro", "--data", photos, "--no-progress",
+              says=["supported classes: "])
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "config.json").write_text(json.dumps({"hidden_size": 8}))
     with pytest.raises(InputError, match="has no _class_name"):
@@ -354,7 +332,7 @@ def test_hub_repos_from_a_warm_cache_offline(tmp_path: Path, built: Callable) ->
     assert (info.where.kind, info.where.subfolder, info.class_name) == ("hub", "movq", "VQModel")
     info = load_model("acme/taesd", cache_dir=str(cache), device="cpu").info
     assert (info.where.subfolder, info.class_name) == (None, "AutoencoderTiny")
-    with pytest.raises(InputError, match="could not load model 'acme/missing' .*HF_HUB_OFFLINE=1"):
+    with pytest.raises(InputError, match="could not load model 'acme/missing': the Hugging Face cache has no copy"):
         load_model("acme/missing", cache_dir=str(cache), device="cpu")
     with pytest.raises(InputError, match="could not load model 'acme/kandinsky'"):
         load_model("acme/kandinsky", subfolder="vae", cache_dir=str(cache), device="cpu")
@@ -371,7 +349,7 @@ def test_single_file_with_its_config_beside_it(tmp_path: Path, built: Callable, 
     assert (enc.info.where.kind, enc.info.class_name) == ("file", cls)
     x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
     # same weights; only float32 rounding differs (the tool runs channels_last)
-    torch.testing.assert_close(enc(x)[0].double(), naive(vae, case, x)[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(enc.posterior(x)[0].double(), naive(vae, case, x)[0], rtol=1e-4, atol=1e-5)
 
 
 def test_single_file_errors(tmp_path: Path, built: Callable) -> None:

@@ -3,14 +3,15 @@ enters the statistics, nothing good is lost, and every refusal is one sentence w
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import struct
 import tarfile
-import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -19,23 +20,15 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 import latent_scale
-from conftest import run_cli
-from latent_scale.sources.images import list_images, open_rgb, preprocess
 from latent_scale.errors import InputError
 from latent_scale.models import Encoder
+from latent_scale.sources.images import list_images, open_rgb
+
+if TYPE_CHECKING:
+    from conftest import Cli
 
 SIZE = 32
-
-
-@pytest.fixture(autouse=True)
-def _quiet_and_single_threaded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """cli.main() installs its own warning printer: undo it after each test. One torch thread:
-    tiny convolutions gain nothing from more, and OpenMP spin-waits crawl on a shared, busy CPU."""
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+Run = Callable[..., latent_scale.Result]
 
 
 def photo(seed: int, size: int = 64) -> np.ndarray:
@@ -99,19 +92,24 @@ def broken_files(folder: Path) -> dict[str, str]:
             "notes.jpg": "cannot identify", "bomb.png": "DecompressionBomb"}
 
 
-def mode_latents(vae_dir: Path, images: list[Image.Image], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The naive reference: classic preprocessing, one encode per image, keep every μ in float64.
+@pytest.fixture
+def mode_latents(vae_dir: Path, classic_pixels: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """`mode_latents(images, dtype=float32)`: the naive reference, one encode per image, every μ in float64.
 
     channels_last as the tool uses it: in bfloat16 the memory layout changes the rounding."""
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval().to(dtype).to(memory_format=torch.channels_last)
-    tf = preprocess(SIZE)
-    with torch.no_grad():
-        return torch.cat([vae.encode(tf(im)[None].to(dtype)).latent_dist.mean.double() for im in images])
+    def encode(images: list[Image.Image], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval().to(dtype).to(memory_format=torch.channels_last)
+        x = classic_pixels(images, SIZE).to(dtype)
+        with torch.no_grad():
+            return torch.cat([vae.encode(x[i:i + 1]).latent_dist.mean.double() for i in range(len(x))])
+
+    return encode
 
 
-def run(vae_dir: Path, data: Path | str, **kw) -> latent_scale.Result:
-    kw = {"size": SIZE, "batch_size": 4, "workers": 0, "progress": False, **kw}
-    return latent_scale.estimate(model=str(vae_dir), data=str(data), **kw)
+@pytest.fixture
+def run(measure: Run) -> Run:
+    """This file's runs: batches of 4."""
+    return functools.partial(measure, batch_size=4)
 
 
 def test_odd_but_valid_files_decode_to_the_right_pixels(tmp_path: Path) -> None:
@@ -121,7 +119,8 @@ def test_odd_but_valid_files_decode_to_the_right_pixels(tmp_path: Path) -> None:
         assert np.abs(got - expected).mean() <= tol, name  # 16-bit: v*257 -> v exactly, so nothing clipped
 
 
-def test_folder_of_broken_and_odd_files_exact_counts(vae_dir: Path, tmp_path: Path) -> None:
+def test_folder_of_broken_and_odd_files_exact_counts(vae_dir: Path, tmp_path: Path, run: Run,
+                                                     mode_latents: Callable[..., torch.Tensor]) -> None:
     odd_dir = tmp_path / "data" / "odd"
     odd = odd_files(odd_dir)
     broken = broken_files(tmp_path / "data" / "broken")
@@ -135,20 +134,17 @@ def test_folder_of_broken_and_odd_files_exact_counts(vae_dir: Path, tmp_path: Pa
     for name, word in broken.items():
         assert word.lower() in reasons[name].lower(), (name, reasons[name])
     # lossless files by their known pixels; lossy ones (checked within tolerance above) as decoded
-    mu = mode_latents(vae_dir, [Image.fromarray(px) if tol == 0 else open_rgb(odd_dir / name)
+    mu = mode_latents([Image.fromarray(px) if tol == 0 else open_rgb(odd_dir / name)
                                 for name, (px, tol) in odd.items()])
     assert r.estimates["mode"]["std"] == pytest.approx(mu.std().item(), rel=1e-6)
     assert r.estimates["mode"]["mean"] == pytest.approx(mu.mean().item(), rel=1e-6)
 
 
-def test_strict_stops_at_the_first_bad_file_naming_it(vae_dir: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_strict_stops_at_the_first_bad_file_naming_it(vae_dir: Path, tmp_path: Path, cli: Cli) -> None:
     odd_files(tmp_path)
     (tmp_path / "zzz-broken.png").write_bytes(encoded("PNG", photo(5))[:300])
-    code, _, err = run_cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path), "--size", str(SIZE),
-                     "--workers", "0", "--no-progress", "--strict"], capsys)
-    assert code == 2
-    assert "zzz-broken.png" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    cli.fails("estimate", "--model", vae_dir, "--data", tmp_path, "--size", SIZE, "--workers", 0, "--no-progress",
+              "--strict", says=["zzz-broken.png"])
 
 
 def add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -157,7 +153,8 @@ def add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-def test_tar_shards_equal_the_same_photos_in_a_folder(vae_dir: Path, photo_dir: Path, tmp_path: Path) -> None:
+def test_tar_shards_equal_the_same_photos_in_a_folder(vae_dir: Path, photo_dir: Path, tmp_path: Path,
+                                                      run: Run) -> None:
     files = list_images(str(photo_dir))[0]
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -177,7 +174,8 @@ def test_tar_shards_equal_the_same_photos_in_a_folder(vae_dir: Path, photo_dir: 
             assert from_tar.estimates[post]["mean"] == pytest.approx(from_folder.estimates[post]["mean"], rel=1e-12)
 
 
-def test_broken_tar_members_are_skipped(vae_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_tar_members_are_skipped(vae_dir: Path, tmp_path: Path, cli: Cli, run: Run,
+                                        mode_latents: Callable[..., torch.Tensor]) -> None:
     good = [encoded("PNG", photo(s)) for s in range(6)]
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -203,14 +201,12 @@ def test_broken_tar_members_are_skipped(vae_dir: Path, tmp_path: Path, capsys: p
     reasons = {s["path"].split("::")[1]: s["error"] for s in r.skipped}
     assert reasons.keys() == {"1.jpg", f"@{at}", "6.png"}
     assert "corrupt tar header" in reasons[f"@{at}"] and "truncated" in reasons["6.png"]
-    mu = mode_latents(vae_dir, [Image.open(io.BytesIO(g)).convert("RGB") for g in (good[0], good[1], good[4])])
+    mu = mode_latents([Image.open(io.BytesIO(g)).convert("RGB") for g in (good[0], good[1], good[4])])
     assert r.std == pytest.approx(mu.std().item(), rel=1e-6)
 
     (tmp_path / "c.tar").write_bytes(zlib.compress(good[0]))  # not a plain tar
-    code, _, err = run_cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path / "c.tar")], capsys)
-    assert code == 2 and "uncompressed tar" in err and "Traceback" not in err
-    code, _, err = run_cli(["estimate", "--model", str(vae_dir), "--data", str(tmp_path / "none-*.tar")], capsys)
-    assert code == 2 and "holds no images" in err
+    cli.fails("estimate", "--model", vae_dir, "--data", tmp_path / "c.tar", says=["uncompressed tar"])
+    cli.fails("estimate", "--model", vae_dir, "--data", tmp_path / "none-*.tar", says=["holds no images"])
 
 
 def solid(rgb: tuple[int, int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -219,8 +215,8 @@ def solid(rgb: tuple[int, int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: (x.float() - target[None, :, None, None].to(x.device)).abs().amax(dim=(1, 2, 3)) < 1e-2
 
 
-def test_non_finite_latents_are_upcast_then_skipped(vae_dir: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_latents_are_upcast_then_skipped(vae_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    run: Run, mode_latents: Callable[..., torch.Tensor]) -> None:
     """Red overflows only in low precision (float32 rescues it); green overflows always."""
     photos = [photo(s) for s in range(6)]
     for i, px in enumerate(photos):
@@ -228,21 +224,21 @@ def test_non_finite_latents_are_upcast_then_skipped(vae_dir: Path, tmp_path: Pat
     Image.new("RGB", (64, 64), (255, 0, 0)).save(tmp_path / "red.png")
     Image.new("RGB", (64, 64), (0, 255, 0)).save(tmp_path / "green.png")
     is_red, is_green = solid((255, 0, 0)), solid((0, 255, 0))
-    real = Encoder.__call__
+    real = Encoder.posterior
 
     def overflowing(self: Encoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        mu, sigma = real(self, x)
+        mu, logvar = real(self, x)
         hit = is_green(x) | (is_red(x) & (self.dtype != torch.float32))
-        return torch.where(hit[:, None, None, None].to(mu.device), torch.inf, mu), sigma
+        return torch.where(hit[:, None, None, None].to(mu.device), torch.inf, mu), logvar
 
-    monkeypatch.setattr(Encoder, "__call__", overflowing)
+    monkeypatch.setattr(Encoder, "posterior", overflowing)
     with pytest.warns(UserWarning, match="green.png: non-finite latent even in float32"):
         r = run(vae_dir, tmp_path, dtype="bfloat16", chunk_size="1", batch_size=3)
     assert r.run["upcast_chunks"] == 2  # red and green were retried in float32
     assert [Path(s["path"]).name for s in r.skipped] == ["green.png"]
     assert r.num_images == 7 and np.isfinite(r.std)
-    low = mode_latents(vae_dir, [Image.fromarray(px) for px in photos], torch.bfloat16)
-    red = mode_latents(vae_dir, [Image.open(tmp_path / "red.png").convert("RGB")])
+    low = mode_latents([Image.fromarray(px) for px in photos], torch.bfloat16)
+    red = mode_latents([Image.open(tmp_path / "red.png").convert("RGB")])
     mu = torch.cat([low, red])
     assert r.estimates["mode"]["std"] == pytest.approx(mu.std().item(), rel=1e-9)
     assert r.estimates["mode"]["mean"] == pytest.approx(mu.mean().item(), rel=1e-9)
@@ -252,9 +248,9 @@ def test_non_finite_latents_are_upcast_then_skipped(vae_dir: Path, tmp_path: Pat
                                    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
                                                 "allocate 1073741824 bytes. Error code 12")])
 def test_out_of_memory_halves_the_chunk_and_retries(vae_dir: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str], error: Exception) -> None:
+                                                    cli: Cli, run: Run, error: Exception) -> None:
     reference = run(vae_dir, photo_dir, batch_size=8, chunk_size="1")
-    real = Encoder.__call__
+    real = Encoder.posterior
     fits = {"n": 3}
 
     def small_memory(self: Encoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -262,7 +258,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(vae_dir: Path, photo_dir: Pa
             raise error
         return real(self, x)
 
-    monkeypatch.setattr(Encoder, "__call__", small_memory)
+    monkeypatch.setattr(Encoder, "posterior", small_memory)
     r = run(vae_dir, photo_dir, batch_size=8)
     assert r.run["chunk_size"] == 2 and r.num_images == 24  # 8 -> 4 -> 2, the same images retried
     for post in ("sample", "mode"):
@@ -270,12 +266,9 @@ def test_out_of_memory_halves_the_chunk_and_retries(vae_dir: Path, photo_dir: Pa
         assert r.estimates[post]["mean"] == pytest.approx(reference.estimates[post]["mean"], rel=1e-6)
 
     fits["n"] = 0
-    base = ["estimate", "--model", str(vae_dir), "--data", str(photo_dir), "--size", str(SIZE), "--workers", "0",
-            "--no-progress"]
-    code, _, err = run_cli(base, capsys)
-    assert code == 2 and "out of memory encoding a single" in err and "Traceback" not in err
-    code, _, err = run_cli([*base, "--chunk-size", "4"], capsys)
-    assert code == 2 and "smaller --chunk-size" in err and "Traceback" not in err
+    base = ("estimate", "--model", vae_dir, "--data", photo_dir, "--size", SIZE, "--workers", 0, "--no-progress")
+    cli.fails(*base, says=["out of memory encoding a single"])
+    cli.fails(*base, "--chunk-size", 4, says=["smaller --chunk-size"])
 
 
 class Payload:
@@ -288,8 +281,7 @@ class Payload:
         return open, (self.marker, "w")
 
 
-def test_pickle_with_a_payload_is_refused_and_never_runs(vae_dir: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_pickle_with_a_payload_is_refused_and_never_runs(vae_dir: Path, tmp_path: Path, cli: Cli) -> None:
     marker = tmp_path / "payload-ran"
     weights = {"encoder.conv_in.weight": torch.zeros(1), "hook": Payload(marker)}
     torch.save(weights, tmp_path / "vae.ckpt")  # zip format
@@ -301,8 +293,7 @@ def test_pickle_with_a_payload_is_refused_and_never_runs(vae_dir: Path, tmp_path
     torch.save(weights, folder / "diffusion_pytorch_model.bin")  # a diffusers folder without safetensors
     for model, says in [(tmp_path / "vae.ckpt", "refusing"), (tmp_path / "vae.pt", "refusing"),
                         (folder, "could not load")]:
-        code, _, err = run_cli(["estimate", "--model", str(model), "--data", "samples", "--no-progress"], capsys)
-        assert code == 2 and says in err and "Traceback" not in err, err
+        cli.fails("estimate", "--model", model, "--data", "samples", "--no-progress", says=[says])
         assert not marker.exists()
     with pytest.raises(InputError, match=r"Unsupported global: GLOBAL (io|builtins)\.open"):
         latent_scale.estimate(model=str(tmp_path / "vae.ckpt"), data="samples")
@@ -311,7 +302,7 @@ def test_pickle_with_a_payload_is_refused_and_never_runs(vae_dir: Path, tmp_path
     assert marker.exists()
 
 
-def test_float16_honours_force_upcast(vae_dir: Path, photo_dir: Path, tmp_path: Path) -> None:
+def test_float16_honours_force_upcast(vae_dir: Path, photo_dir: Path, tmp_path: Path, run: Run) -> None:
     """diffusers' AutoencoderKL defaults to force_upcast=True: float16 is then refused for float32."""
     with pytest.warns(UserWarning, match="force_upcast"):
         r = run(vae_dir, photo_dir, dtype="float16", limit=4)

@@ -14,25 +14,25 @@ Coverage is tested twice, for different reasons:
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
-from PIL import Image
-from torchvision import transforms
 
 import latent_scale
-from conftest import write_photos
 from latent_scale.conventions import config_normalisation
-from latent_scale.sources.base import order
 from latent_scale.report import build_result, histogram_edges_for
+from latent_scale.sources.base import order
 from latent_scale.stats import Histogram, LatentStats, Moments, PosteriorStats, histogram_edges
 
 Z95 = 1.959963984540054
 SIZE = 32
+Run = Callable[..., latent_scale.Result]
 
 
 def synthetic_population(n: int, seed: int = 0) -> np.ndarray:
@@ -109,28 +109,18 @@ def test_finite_population_correction_is_needed_for_large_subsets() -> None:
     assert full_pass["scale_factor_ci95_dataset"] == [full_pass["scale_factor"]] * 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> None:
-    """Tiny tensors: one intra-op thread is fastest, and stays fast on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def photos80(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("photos80")
-    write_photos(path, 80, size=SIZE, seed=7)
-    return path
+def photos80(photo_set: Callable[..., Path]) -> Path:
+    return photo_set(80, size=SIZE, seed=7)
 
 
-def run(vae_dir: Path, data: Path, **kw) -> latent_scale.Result:
-    kw = {"size": SIZE, "workers": 0, "progress": False, "posterior": "mode", **kw}
-    return latent_scale.estimate(model=str(vae_dir), data=str(data), **kw)
+@pytest.fixture
+def run(measure: Run) -> Run:
+    """This file's runs: the mode posterior, one full-data value per data set."""
+    return functools.partial(measure, posterior="mode")
 
 
-def test_end_to_end_limit_intervals_cover(vae_dir: Path, photos80: Path) -> None:
+def test_end_to_end_limit_intervals_cover(vae_dir: Path, photos80: Path, run: Run) -> None:
     """60 seeds of --limit 40 out of 80 photographs (mode posterior: one full-data value)."""
     full = run(vae_dir, photos80).scale_factor
     dataset = plain = 0
@@ -146,13 +136,9 @@ def test_end_to_end_limit_intervals_cover(vae_dir: Path, photos80: Path) -> None
 
 # --- --rel-tol --------------------------------------------------------------------------------------
 
-def naive_mode_latents(vae_dir: Path, folder: Path) -> np.ndarray:
-    """Every image's posterior mean, in sorted-path order, by a plain script (float64 copy)."""
+def naive_mode_latents(vae_dir: Path, x: torch.Tensor) -> np.ndarray:
+    """Every image's posterior mean by a plain script, all in one encode (float64 copy)."""
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    tf = transforms.Compose([
-        transforms.Resize(SIZE, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
-        transforms.CenterCrop(SIZE), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
-    x = torch.stack([tf(Image.open(p).convert("RGB")) for p in sorted(folder.rglob("*.png"))])
     with torch.no_grad():
         return vae.encode(x).latent_dist.mean.double().numpy()
 
@@ -168,14 +154,13 @@ def numpy_half_width(z: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.fixture(scope="module")
-def photos160(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("photos160")
-    write_photos(path, 160, size=SIZE, seed=11)
-    return path
+def photos160(photo_set: Callable[..., Path]) -> Path:
+    return photo_set(160, size=SIZE, seed=11)
 
 
-def test_rel_tol_stops_at_the_first_batch_that_meets_it(vae_dir: Path, photos160: Path) -> None:
-    latents = naive_mode_latents(vae_dir, photos160)
+def test_rel_tol_stops_at_the_first_batch_that_meets_it(vae_dir: Path, photos160: Path, run: Run,
+                                                        classic_pixels: Callable[..., torch.Tensor]) -> None:
+    latents = naive_mode_latents(vae_dir, classic_pixels(sorted(photos160.rglob("*.png")), SIZE))
     n_all = len(latents)
     full = run(vae_dir, photos160)
     f_all, half_all = numpy_half_width(latents)
@@ -199,7 +184,7 @@ def test_rel_tol_stops_at_the_first_batch_that_meets_it(vae_dir: Path, photos160
     assert (hi - lo) / 2 == pytest.approx(half_k, rel=1e-6)
 
 
-def test_rel_tol_never_stops_before_min_images(vae_dir: Path, photos160: Path) -> None:
+def test_rel_tol_never_stops_before_min_images(vae_dir: Path, photos160: Path, run: Run) -> None:
     r = run(vae_dir, photos160, rel_tol=0.5, batch_size=8)
     assert r.run["stopped_early"] and r.num_images == 56  # the first batch boundary at or past 50
     r = run(vae_dir, photos160, rel_tol=0.5, batch_size=8, min_images=100)
@@ -309,7 +294,7 @@ def test_fraction_beyond_matches_numpy_within_a_bin() -> None:
     assert abs(s["beyond_1"] - (x > 1).mean()) < 0.003
 
 
-def test_histogram_of_merged_shards_equals_one_run(vae_dir: Path, photos80: Path) -> None:
+def test_histogram_of_merged_shards_equals_one_run(vae_dir: Path, photos80: Path, run: Run) -> None:
     """Edges come from the model config, so shards bin identically and merge to the one-run counts."""
     kw = {"posterior": "sample", "limit": 30, "batch_size": 4}
     whole = run(vae_dir, photos80, **kw)

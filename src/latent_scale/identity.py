@@ -35,7 +35,13 @@ def first_difference(a: Any, b: Any, where: str = "") -> str | None:
             if diff:
                 return diff
         return None
-    return None if a == b else f"{where} differs ({a!r} vs {b!r})"
+    return None if a == b else f"{where} differs ({_short(a)} vs {_short(b)})"
+
+
+def _short(value: Any) -> str:
+    """A value for a sentence: a sha256 is told apart by its first 12 hex digits."""
+    text = repr(value)
+    return text[:13] + "…'" if isinstance(value, str) and len(value) == 64 else text
 
 
 def _sha256(text: str) -> str:
