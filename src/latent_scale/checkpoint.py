@@ -47,13 +47,13 @@ class Checkpoint:
             warnings.warn(f"no checkpoint at {self.path} yet: starting from the first unit", stacklevel=2)
             return None
         saved = read_object(self.path, "latent-scale checkpoint")
-        check_checkpoint(saved, str(self.path), self.positions)
-        diff = first_difference(saved["fingerprint"], self.fingerprint)
-        if diff and diff.startswith("recipe.data_identity.ids_sha256"):
-            diff = describe_id_difference(unpack_ids(saved.get("ids", "")) or [], self.ids, self.unit)
+        diff = first_difference(saved.get("fingerprint"), self.fingerprint)  # first: a changed run says so
+        if diff and diff.startswith(("recipe.data_identity.count", "recipe.data_identity.ids_sha256")):
+            diff = describe_id_difference(unpack_ids(str(saved.get("ids", ""))) or [], self.ids, self.unit)
         if diff:
             raise InputError(f"cannot resume from {self.path}: {diff}; use another --checkpoint or the original "
                              "options")
+        check_checkpoint(saved, str(self.path), self.positions)
         return Run.from_dict(saved["run"])
 
     def save(self, run: Run) -> None:

@@ -126,7 +126,11 @@ def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
 
 
 def _relative(unit: str, root: str) -> str:
-    return os.path.relpath(unit, root) if root and os.path.isabs(unit) else unit
+    """A unit id relative to its data root, however the root was spelled (ids already relative to an
+    absolute root, like a dataset's `file.parquet#row`, stay as they are)."""
+    if root and (os.path.isabs(unit) or not os.path.isabs(root)):
+        return os.path.relpath(os.path.abspath(unit), os.path.abspath(root))
+    return unit
 
 
 def data_identity(ids: list[str], root: str, signature: str) -> dict[str, Any]:

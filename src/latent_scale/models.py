@@ -433,6 +433,11 @@ def _from_pretrained(source: str, class_name: str, where: Where, cache_dir: str 
         if where.kind == "hub":
             raise _hub_error(source, e) from e
         raise InputError(f"could not load the autoencoder in {source}: {str(e).splitlines()[0]}") from e
+    except (MemoryError, RuntimeError) as e:  # a config asking for more parameters than memory holds
+        if not isinstance(e, MemoryError) and "allocate" not in str(e):
+            raise
+        raise InputError(f"could not build the {class_name} in {source}: its config asks for more memory than "
+                         "this machine has; check the config's channel counts") from e
 
 
 def latent_channels(config: dict[str, Any]) -> int | None:

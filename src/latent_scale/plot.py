@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import InputError
-from .io import read_json
+from .io import read_json, write_atomic
 from .stats import LatentStats, PosteriorStats
 
 if TYPE_CHECKING:
@@ -149,7 +150,14 @@ def _figure_class() -> type:
 
 
 def _save(fig: Figure, output: str | Path) -> Path:
+    """Render in memory in the format the suffix names, then write atomically keeping the file's mode."""
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fmt = out.suffix.lower().lstrip(".") or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise InputError(f"cannot draw a .{fmt} picture; end -o with one of "
+                         f"{', '.join('.' + k for k in sorted(supported))}")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=100)
+    write_atomic(out, buffer.getvalue())
     return out

@@ -1,0 +1,133 @@
+"""Where the tool meets people's files: lists, outputs, checkpoints and odd models. Each case is a
+named regression test of issue 10; every refusal is one sentence and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import Cli
+
+
+@pytest.fixture
+def base(vae_dir: Path) -> list[Any]:
+    return ["estimate", "--model", vae_dir, "--size", 32, "--workers", 0, "--no-progress"]
+
+
+def photo_list(photo_dir: Path, tmp_path: Path, extra: list[str]) -> Path:
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([*map(str, sorted(photo_dir.rglob("*.png"))[:4]), *extra]) + "\n")
+    return listing
+
+
+def test_fifo_in_a_list_is_skipped_without_blocking(photo_dir: Path, tmp_path: Path, vae_dir: Path,
+                                                   measure: Callable[..., Any]) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    done: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: done.update(r=measure(vae_dir, photo_list(photo_dir, tmp_path,
+                                                                                       [str(fifo)]))))
+    with pytest.warns(UserWarning, match="pipe.png"):
+        worker.start()
+        worker.join(timeout=60)
+    assert not worker.is_alive(), "a FIFO in the list blocked the run"
+    assert done["r"].num_images == 4 and "not a regular file" in done["r"].skipped[0]["error"]
+
+
+def test_url_in_a_list_says_urls_are_not_read(photo_dir: Path, tmp_path: Path, vae_dir: Path,
+                                              measure: Callable[..., Any]) -> None:
+    url = "https://example.com/cat.jpg"
+    with pytest.warns(UserWarning, match="URLs are not read"):
+        r = measure(vae_dir, photo_list(photo_dir, tmp_path, [url]))
+    assert r.skipped == [{"path": url, "error": "OSError: URLs are not read; download the file first and list "
+                                                  "its local path"}]
+
+
+def test_non_utf8_list_is_one_sentence(tmp_path: Path, base: list[Any], cli: Cli) -> None:
+    listing = tmp_path / "latin1.txt"
+    listing.write_bytes("caf\xe9.png\n".encode("latin-1"))
+    cli.fails(*base, "--data", listing, says=["is not UTF-8"])
+
+
+def test_one_image_gives_strict_json_with_null_interval(photo_dir: Path, tmp_path: Path, base: list[Any],
+                                                        cli: Cli) -> None:
+    out = tmp_path / "one.json"
+    code, _, err = cli(*base, "--data", photo_dir, "--limit", 1, "-o", out)
+    assert code == 0, err
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    saved = json.loads(text)
+    assert saved["num_images"] == 1 and saved["scale_factor_ci95"] == [None, None]
+
+
+def test_constant_latents_are_a_clear_error(tmp_path: Path, cli: Cli) -> None:
+    for i in range(3):
+        np.save(tmp_path / f"{i}.npy", np.full((4, 8, 8), 0.5, dtype=np.float32))
+    cli.fails("estimate", "--latents", tmp_path, "--no-progress", "--workers", 0, says=["std", "0"])
+
+
+def test_plot_to_an_unknown_format_is_one_sentence(result_json: Path, tmp_path: Path, cli: Cli) -> None:
+    cli.fails("plot", result_json, "-o", tmp_path / "x.foo", says=["cannot draw a .foo picture", ".png"])
+    assert not (tmp_path / "x.foo").exists()
+
+
+def test_plot_keeps_an_existing_pictures_mode(result_json: Path, tmp_path: Path, cli: Cli) -> None:
+    out = tmp_path / "hist.png"
+    assert cli("plot", result_json, "-o", out)[0] == 0
+    out.chmod(0o640)
+    assert cli("plot", result_json, "-o", out)[0] == 0
+    assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_model_config_too_large_to_allocate_is_one_sentence(vae_dir: Path, tmp_path: Path, photo_dir: Path,
+                                                             cli: Cli) -> None:
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    config = json.loads((vae_dir / "config.json").read_text())
+    (huge / "config.json").write_text(json.dumps({**config, "block_out_channels": [2**20, 2**20]}))
+    (huge / "diffusion_pytorch_model.safetensors").write_bytes((vae_dir / "diffusion_pytorch_model.safetensors")
+                                                               .read_bytes())
+    cli.fails("estimate", "--model", huge, "--data", photo_dir, "--no-progress", says=["more memory"])
+
+
+def test_output_onto_a_folder_or_the_runs_checkpoint_is_refused(photo_dir: Path, tmp_path: Path, base: list[Any],
+                                                                cli: Cli) -> None:
+    cli.fails(*base, "--data", photo_dir, "-o", tmp_path, says=[str(tmp_path)])
+    same = tmp_path / "state.json"
+    cli.fails(*base, "--data", photo_dir, "-o", same, "--checkpoint", same, says=["state.json"])
+
+
+def test_existing_checkpoint_without_resume_is_refused(photo_dir: Path, tmp_path: Path, base: list[Any],
+                                                       cli: Cli) -> None:
+    ckpt = tmp_path / "state.json"
+    assert cli(*base, "--data", photo_dir, "--limit", 8, "--checkpoint", ckpt)[0] == 0
+    before = ckpt.read_bytes()
+    cli.fails(*base, "--data", photo_dir, "--limit", 4, "--checkpoint", ckpt, says=["--resume", "--force"])
+    assert ckpt.read_bytes() == before  # 8 images of work kept
+
+
+def test_resume_with_a_changed_image_list_names_the_first_difference(photo_dir: Path, tmp_path: Path,
+                                                                     base: list[Any], cli: Cli) -> None:
+    ckpt = tmp_path / "state.json"
+    listing = photo_list(photo_dir, tmp_path, [])
+    assert cli(*base, "--data", listing, "--checkpoint", ckpt)[0] == 0
+    first = listing.read_text().splitlines()[0]
+    listing.write_text("\n".join(listing.read_text().splitlines()[1:]) + "\n")
+    cli.fails(*base, "--data", listing, "--checkpoint", ckpt, "--resume", says=["1 images differ", first])
+
+
+def test_the_same_folder_spelled_two_ways_resumes(photo_dir: Path, tmp_path: Path, base: list[Any], cli: Cli,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = tmp_path / "state.json"
+    assert cli(*base, "--data", photo_dir, "--limit", 6, "--checkpoint", ckpt)[0] == 0
+    monkeypatch.chdir(photo_dir.parent)
+    code, _, err = cli(*base, "--data", f"./{photo_dir.name}/", "--limit", 6, "--checkpoint", ckpt, "--resume")
+    assert code == 0, err
