@@ -50,6 +50,8 @@ class Checkpoint:
         diff = first_difference(saved.get("fingerprint"), self.fingerprint)  # first: a changed run says so
         if diff and diff.startswith(("recipe.data_identity.count", "recipe.data_identity.ids_sha256")):
             diff = describe_id_difference(unpack_ids(str(saved.get("ids", ""))) or [], self.ids, self.unit)
+        elif diff and diff.startswith("recipe.data_identity.signature"):
+            diff = f"the same {self.unit}s, but their files changed since the checkpoint (sizes or times differ)"
         if diff:
             raise InputError(f"cannot resume from {self.path}: {diff}; use another --checkpoint or the original "
                              "options")

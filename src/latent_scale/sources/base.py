@@ -8,6 +8,8 @@ statistics (latent sources). A bad unit raises from `load`; the pipeline skips a
 
 from __future__ import annotations
 
+import hashlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +68,18 @@ class Source(ABC):
         """What seeds unit `index`'s posterior noise: its index, unless the unit is a cached latent
         that keeps the key of the image it was encoded from."""
         return index
+
+
+def file_signature(files: Sequence[str]) -> str:
+    """A cheap content signature: sha256 over each file's size and mtime (missing files count too)."""
+    def stamp(path: str) -> str:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "-"
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    return hashlib.sha256("\n".join(stamp(f) for f in files).encode()).hexdigest()[:16]
 
 
 def order(num_units: int, seed: int, limit: int | None = None) -> list[int]:

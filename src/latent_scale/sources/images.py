@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import transforms
 
 from ..errors import InputError
-from .base import Source
+from .base import Source, file_signature
 from .tar import TarMember, index_tar
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -216,3 +216,8 @@ class ImageSource(Source):
 
     def recipe(self) -> dict[str, Any]:
         return {"preprocess": RECIPE}
+
+    def signature(self) -> str:
+        """Sizes and modification times of the files (tar shards once): replaced images show."""
+        files = sorted({m.tar for m in self.members.values()} | {i for i in self.ids if i not in self.members})
+        return file_signature(files)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import hashlib
 import io
 import json
 import math
@@ -27,7 +26,7 @@ import torch
 
 from ..errors import InputError
 from ..latent_cache import is_cache, read_cache
-from .base import Source
+from .base import Source, file_signature
 from .images import expand, read_list, scan_folder
 from .tar import TarMember
 
@@ -467,10 +466,8 @@ class LatentSource(Source):
         return {**out, "cache": self.cache["meta"]} if self.cache else out
 
     def signature(self) -> str:
-        files = sorted({u.loc.tar for u in self.units if isinstance(u, FileUnit)} |
-                       {f for u in self.units if isinstance(u, RowUnit) for f in u.column.files})
-        stats = [f"{f}:{os.stat(f).st_size}:{os.stat(f).st_mtime_ns}" for f in files if os.path.exists(f)]
-        return hashlib.sha256("\n".join(stats).encode()).hexdigest()[:16]
+        return file_signature(sorted({u.loc.tar for u in self.units if isinstance(u, FileUnit)} |
+                                     {f for u in self.units if isinstance(u, RowUnit) for f in u.column.files}))
 
 
 def _first_channels(ids: list[str], units: list[Unit]) -> tuple[int | None, str]:

@@ -12,7 +12,6 @@ classic recipe. Ids are `path/relative/to/root.mp4#clipJ`.
 from __future__ import annotations
 
 import glob
-import hashlib
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,7 +24,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from .base import Source
+from .base import Source, file_signature
 from .images import check_regular, preprocess, read_list, scan_folder
 
 VIDEO_ONLY = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
@@ -245,8 +244,4 @@ class VideoSource(Source):
 
     def signature(self) -> str:
         """Sizes and modification times of the files (cheap; a re-encoded file changes it)."""
-        h = hashlib.sha256()
-        for path in self.paths:
-            st = os.stat(path) if os.path.exists(path) else None
-            h.update(f"{path}\0{st and st.st_size}\0{st and st.st_mtime_ns}\n".encode())
-        return h.hexdigest()[:16]
+        return file_signature(self.paths)
