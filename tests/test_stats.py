@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,87 @@ def test_state_round_trips_through_plain_data() -> None:
 def test_merge_refuses_mismatched_channels() -> None:
     with pytest.raises(ValueError, match="channel"):
         LatentStats(4).merge(LatentStats(16))
+
+
+# --- the optimised update against the plain formulas it replaces, bit for bit ------------------------------
+
+def _plain(z: torch.Tensor, edges: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The straightforward update (one fresh tensor per step, torch.bucketize): moments, min, max, counts."""
+    x = z.double().transpose(0, 1).reshape(z.shape[1], -1)
+    mean = x.mean(1)
+    d = x - mean[:, None]
+    d2 = d * d
+    slots = torch.bucketize(x.contiguous(), edges, right=True)
+    counts = torch.stack([torch.bincount(s, minlength=len(edges) + 1) for s in slots])
+    return (torch.full_like(mean, x.shape[1]), mean, d2.sum(1), (d2 * d).sum(1), (d2 * d2).sum(1),
+            x.amin(1), x.amax(1), counts)
+
+
+def _layouts(batch: int, dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(μ, σ) as encoders hand them over: contiguous, channels_last, and diffusers' chunk of a channels_last
+    output (strided, not dense). A float64 reduction's bits depend on the memory order it walks."""
+    g = torch.Generator().manual_seed(batch)
+    par = (torch.randn(batch, 8, 6, 5, generator=g) * 3 + 1).to(dtype)
+    last = par.contiguous(memory_format=torch.channels_last)
+    mu, logvar = last.chunk(2, dim=1)
+    return {"contiguous": (par[:, :4].contiguous(), par[:, 4:].exp().contiguous()),
+            "channels_last": (mu.contiguous(memory_format=torch.channels_last),
+                              logvar.exp().contiguous(memory_format=torch.channels_last)),
+            "chunk": (mu, logvar.exp())}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "chunk"])
+def test_update_is_bit_identical_to_the_plain_formulas(layout: str, dtype: torch.dtype) -> None:
+    """Two batches (the second smaller, so reused buffers are prefixes) through one PosteriorStats."""
+    from latent_scale.stats import histogram_edges
+
+    edges = histogram_edges(2.0)
+    ps = PosteriorStats(4, stochastic=True, edges=edges)
+    want = {"mode": [], "sample": [], "sigma2": []}
+    for batch in (5, 2):
+        mu, sigma = _layouts(batch, dtype)[layout]
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(7))
+        ps.update(mu, sigma, eps)
+        want["mode"].append(_plain(mu, edges))
+        want["sample"].append(_plain(mu.double() + sigma.double() * eps.double(), edges))
+        want["sigma2"].append(_plain(sigma.double() ** 2, edges))
+    for key, got in (("mode", ps.mode), ("sample", ps.sample), ("sigma2", ps.sigma2)):
+        moments = Moments.empty((4,))
+        for part in want[key]:
+            moments = moments.merge(Moments(*part[:5]))
+        assert moments.to_dict() == (got if key == "sigma2" else got.moments).to_dict(), key
+        if key != "sigma2":
+            assert torch.equal(got.min, torch.minimum(*(p[5] for p in want[key])))
+            assert torch.equal(got.max, torch.maximum(*(p[6] for p in want[key])))
+            assert torch.equal(got.histogram.counts, sum(p[7] for p in want[key]))
+
+
+def test_histogram_slots_equal_bucketize_at_edges_infinities_and_nan() -> None:
+    """The grid lookup must agree exactly where binary search is decided: on an edge, one ulp either
+    side, far outside, ±inf and NaN; also for repeated edges and a single edge (no grid)."""
+    from latent_scale.stats import Histogram, histogram_edges
+
+    for edges in (histogram_edges(0.7), torch.tensor([0.0, 1.0, 1.0, 2.0], dtype=torch.float64),
+                  torch.tensor([3.0], dtype=torch.float64)):
+        inf = torch.full_like(edges, math.inf)
+        x = torch.cat([edges, torch.nextafter(edges, inf), torch.nextafter(edges, -inf),
+                       torch.randn(5000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 20,
+                       torch.tensor([math.inf, -math.inf, 0.0, -0.0, 1e300, -1e300], dtype=torch.float64)])
+        hist = Histogram(edges, 1)
+        assert torch.equal(hist.slots(x[None]), torch.bucketize(x[None], edges, right=True))
+        with_nan = torch.cat([x, torch.tensor([math.nan], dtype=torch.float64)])
+        assert torch.equal(hist.slots(with_nan), torch.bucketize(with_nan, edges, right=True))
+
+
+def test_row_extremes_keep_the_sign_of_a_zero_extreme() -> None:
+    """min/max do not depend on the order, except which of -0.0 and 0.0 a tie returns."""
+    from latent_scale.stats import row_extremes
+
+    z = torch.rand(6, 4, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    z[1, 2, 0, 0], z[3, 2, 1, 1] = 0.0, -0.0
+    rows = z.contiguous(memory_format=torch.channels_last).transpose(0, 1).reshape(4, -1)
+    assert rows.stride() == (1, 4)  # the strided case row_extremes speeds up
+    lo, hi = row_extremes(rows)
+    assert torch.equal(lo, rows.amin(1)) and torch.equal(lo.signbit(), rows.amin(1).signbit())
+    assert torch.equal(hi, rows.amax(1))

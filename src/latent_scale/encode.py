@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from .errors import InputError
 from .models import Encoder
+from .precision import precision_check
 
 Posterior = tuple[torch.Tensor, torch.Tensor | None]
+PRECISION_UNITS = 4  # the first chunk's units encoded again in float32 (each costs a float32 encode)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -30,6 +33,7 @@ class ChunkedEncoder:
         self.chunk, self.auto = chunk, auto
         self.count_flops, self.compile = count_flops, compile
         self.flops_per_unit: float | None = None
+        self.precision: dict[str, Any] | None = None
         self.upcast_chunks = 0
         self.started = False
 
@@ -50,7 +54,13 @@ class ChunkedEncoder:
             out = self.encoder.posterior(x)
         if self.compile:
             self.encoder.compile()
+        if self.encoder.dtype != torch.float32:
+            self.precision = self._precision(x[:PRECISION_UNITS], out[0][:PRECISION_UNITS])
         return out
+
+    def _precision(self, x: torch.Tensor, mean: torch.Tensor) -> dict[str, Any]:
+        """A low-precision run measures its own error: the first units encoded again in true float32."""
+        return precision_check(mean, self.float32().posterior(x)[0], self.encoder.dtype)
 
     def _encode(self, x: torch.Tensor) -> Posterior:
         mean, logvar = self.encoder.posterior(x) if self.started else self._first(x)

@@ -53,7 +53,8 @@ class Options:
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     dtype: str = option("auto", "auto (bfloat16 on CUDA and on CPUs with native bf16 units, else float32), "
                                 "float32, bfloat16, float16.")
-    workers: int | None = option(None, "DataLoader worker processes [default: 0 on 2 cores, else min(8, cores - 1)].")
+    workers: int | None = option(None, "DataLoader worker processes [default: CPU runs 0 on ≤ 2 cores, else "
+                                       "cores/4 up to 8; CUDA min(8, cores - 1)].")
     compile: bool = option(False, "torch.compile the encoder (worth it on GPUs, long runs).", flags=("--compile",))
     tiling: bool = option(False, "Use the VAE's own tiled encode (large frames); for classes that have it.",
                           flags=("--tiling",))

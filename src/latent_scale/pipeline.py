@@ -22,6 +22,7 @@ from .latent_cache import LatentCache
 from .loop import Accumulate, drive
 from .models import Encoder, load_model
 from .options import DEFAULT_MODEL, Options, make_options, parse_shard
+from .precision import precision_warning
 from .report import Result, build_result, frames_result, histogram_edges_for, population, speed
 from .sources import open_source
 from .sources.base import Source, loader, order
@@ -74,7 +75,7 @@ def run(opts: Options) -> list[Result]:
     step = Accumulate(state, source, posteriors.fn, seed=opts.seed, strict=opts.strict, cache=cache,
                       edges=histogram_edges_for(posteriors.model),
                       stochastic=posteriors.stochastic)
-    workers = _workers(opts, len(positions))
+    workers = _workers(opts, len(positions), posteriors.device)
     batches = loader(source, positions[state.done:], opts.batch_size, workers, posteriors.device.type == "cuda")
     start = time.monotonic()
     reason = drive(batches, step, state, opts, ckpt, total=len(positions), show=opts.progress and rank == 0,
@@ -82,7 +83,7 @@ def run(opts: Options) -> list[Result]:
     run_info = {"seconds": time.monotonic() - start, "device": str(posteriors.device), "world_size": world,
                 "shard": opts.shard, "batch_size": opts.batch_size, "workers": workers,
                 "stopped_early": reason is not None, "stop_reason": reason, "compile": opts.compile}
-    _finish(state, ckpt, cache, posteriors, run_info)
+    _finish(state, ckpt, cache, posteriors, run_info, opts.rel_tol)
     results = _results(state, posteriors, source, recipe, opts, run_info, rank, world)
     if opts.output and rank == 0:
         write_json(opts.output, results[0] if len(results) == 1 else results)
@@ -182,19 +183,32 @@ def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors
 
 
 def _finish(state: Run, ckpt: Checkpoint | None, cache: LatentCache | None, posteriors: Posteriors,
-            run_info: dict[str, Any]) -> None:
-    """Count the float32 retries, and leave a last checkpoint and a complete latent folder."""
+            run_info: dict[str, Any], rel_tol: float | None) -> None:
+    """Count the float32 retries, report the precision check, leave a last checkpoint and a complete
+    latent folder."""
     if posteriors.chunked:
         state.upcast_chunks += posteriors.chunked.upcast_chunks
         run_info["chunk_size"] = posteriors.chunked.chunk
+        run_info["precision_check"] = check = posteriors.chunked.precision
+        if check and (warning := precision_warning(check, rel_tol)):
+            warnings.warn(warning, stacklevel=2)
     if ckpt:
         ckpt.save(state)
     elif cache:
         cache.flush()
 
 
-def _workers(opts: Options, units: int) -> int:
-    return opts.workers if opts.workers is not None else min(8, os.cpu_count() or 1, units)
+def _workers(opts: Options, units: int, device: torch.device) -> int:
+    """Measured on 2 cores: a loader process beside the encoder's threads only slows it, so none there
+    (scripts/bench.py, workers section). With workers on a CPU run, the encoder keeps the other cores."""
+    if opts.workers is not None:
+        return opts.workers
+    cores = os.cpu_count() or 1
+    workers = min(8, cores - 1) if device.type == "cuda" else (0 if cores <= 2 else max(1, min(8, cores // 4)))
+    workers = min(workers, units)
+    if workers and device.type == "cpu":
+        torch.set_num_threads(max(1, cores - workers))
+    return workers
 
 
 def _unmet(stats: PosteriorStats, opts: Options, stopped_early: bool) -> str | None:

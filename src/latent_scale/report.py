@@ -207,6 +207,10 @@ def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("--rel-tol", run["rel_tol_unmet"]))
     if r.get("input_scale"):
         rows.append(("input scale", r["input_scale"]["note"]))
+    if run.get("precision_check"):
+        check = run["precision_check"]
+        rows.append(("precision", f"{check['dtype']}: std {check['std_rel_diff']:+.2g} relative to float32 "
+                                  f"({check['images']} units re-encoded; --dtype float32 to avoid)"))
     if run.get("images_per_s"):
         tflops, peak = run.get("achieved_tflops"), run.get("fraction_of_peak")
         rows.append(("speed", f"{run['images_per_s']:.3g} units/s"
