@@ -1,8 +1,9 @@
 """Shared fixtures: tiny autoencoders built from configs, real photographs from skimage, the command
-line run in-process, and the naive reference every estimate is checked against.
+line run in-process, source options, the loop over a source, and the naive reference every estimate
+is checked against.
 
-Nothing here touches the network or writes outside tmp_path. Test files use the fixtures; the plain
-functions `tiny_kl`, `write_photos` and `run_cli` remain importable for files not yet converted.
+Nothing here touches the network or writes outside tmp_path. Test files use the fixtures (tests/cases.py
+holds the tiny configs of every autoencoder class, a plain list the model and video tests parametrize by).
 """
 
 from __future__ import annotations
@@ -24,42 +25,54 @@ PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon",
 SIZE = 32  # the tests' image size, unless a test says otherwise
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never reach the hub and never write into the user's caches.
+def _go_offline(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """No hub, and every cache (Hugging Face, latent-scale's weight hashes) under `home`.
 
     The environment is for subprocesses; huggingface_hub read it at import, so patch its constants too.
     """
     import huggingface_hub.constants as hf
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf-home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "xdg-cache"))
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(home / "hf-home" / "hub"))
 
 
-@pytest.fixture(autouse=True)
-def _float32_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--dtype auto picks bfloat16 on CPUs with native bf16 units (this one has them); the references
-    are float32 to 1e-6, so in-process runs see a CPU without them unless a test says otherwise."""
-    monkeypatch.setattr("latent_scale.models.CPUINFO", "/nonexistent/cpuinfo")
+@pytest.fixture(scope="session", autouse=True)
+def _session_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The defaults every test runs under, set for the session because session and module fixtures
+    (result_json, a module's runs) are built before any function-scoped fixture.
 
-
-@pytest.fixture(autouse=True)
-def _single_threaded_and_quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """One torch thread, here and in subprocesses: tiny convolutions gain nothing from more, OpenMP
-    spin-waits crawl on a shared CPU, and float32 encodes then agree bit for bit with torchrun's
-    ranks. cli.main() may install its own warning printer: the original comes back after each test."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    Offline, caches in a temporary home. One torch thread, here and in subprocesses: tiny convolutions
+    gain nothing from more, OpenMP spin-waits crawl on a shared CPU, and float32 encodes then agree bit
+    for bit with torchrun's ranks. --dtype auto picks bfloat16 on CPUs with native bf16 units (this one
+    has them); the references are float32 to 1e-6, so in-process runs see a CPU without them unless a
+    test says otherwise.
+    """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        _go_offline(patch, tmp_path_factory.mktemp("home"))
+        patch.setenv("OMP_NUM_THREADS", "1")
+        patch.setattr("latent_scale.models.CPUINFO", "/nonexistent/cpuinfo")
+        torch.set_num_threads(1)
+        yield
     torch.set_num_threads(threads)
 
 
-def tiny_kl(latent_channels: int = 4, seed: int = 0) -> torch.nn.Module:
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test starts with empty caches of its own: nothing one test downloads or hashes leaks into another."""
+    _go_offline(monkeypatch, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main() may install its own warning printer: the original comes back after each test."""
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+
+
+def _tiny_kl(latent_channels: int = 4, seed: int = 0) -> torch.nn.Module:
     """A two-level AutoencoderKL (downsamples by 2) small enough for CPU tests."""
     from diffusers import AutoencoderKL
 
@@ -78,11 +91,11 @@ def tiny_kl(latent_channels: int = 4, seed: int = 0) -> torch.nn.Module:
 
 @pytest.fixture(scope="session")
 def tiny_vae(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """`tiny_vae(latent_channels=4, seed=0)`: the folder of a saved tiny_kl, built once per session."""
+    """`tiny_vae(latent_channels=4, seed=0)`: the folder of a saved _tiny_kl, built once per session."""
     @functools.cache
     def get(latent_channels: int = 4, seed: int = 0) -> Path:
         folder = tmp_path_factory.mktemp(f"vae-{latent_channels}ch-seed{seed}")
-        tiny_kl(latent_channels, seed).save_pretrained(folder)
+        _tiny_kl(latent_channels, seed).save_pretrained(folder)
         return folder
 
     return get
@@ -93,13 +106,12 @@ def vae_dir(tiny_vae: Callable[..., Path]) -> Path:
     return tiny_vae()
 
 
-def write_photos(folder: Path, count: int, size: int = 96, seed: int = 0) -> list[Path]:
-    """`count` real photographs (random crops of skimage's data), in class sub-folders."""
+def _write_photos(folder: Path, count: int, size: int = 96, seed: int = 0) -> None:
+    """`count` real photographs (random crops of skimage's data), in class sub-folders, named img0000.png on."""
     from skimage import data
 
     rng = np.random.default_rng(seed)
     images = [getattr(data, name)() for name in PHOTOS]
-    out = []
     for k in range(count):
         img = images[k % len(images)]
         h, w = img.shape[:2]
@@ -109,17 +121,15 @@ def write_photos(folder: Path, count: int, size: int = 96, seed: int = 0) -> lis
         path = folder / f"class{k % 3}" / f"img{k:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         crop.save(path)
-        out.append(path)
-    return out
 
 
 @pytest.fixture(scope="session")
 def photo_set(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """`photo_set(count, size=96, seed=0)`: a folder of write_photos' photographs, written once per session."""
+    """`photo_set(count, size=96, seed=0)`: a folder of _write_photos' photographs, written once per session."""
     @functools.cache
     def get(count: int, size: int = 96, seed: int = 0) -> Path:
         folder = tmp_path_factory.mktemp(f"photos{count}-{size}px-seed{seed}")
-        write_photos(folder, count, size, seed)
+        _write_photos(folder, count, size, seed)
         return folder
 
     return get
@@ -131,7 +141,7 @@ def photo_dir(photo_set: Callable[..., Path]) -> Path:
     return photo_set(24)
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+def _run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     """Run the command line in-process: (exit code, stdout, stderr)."""
     from latent_scale.cli import main
 
@@ -149,7 +159,7 @@ class Cli:
 
     def __call__(self, *args: str | Path | float) -> tuple[int, str, str]:
         """(exit code, stdout, stderr) of `latent-scale *args`, run in this process."""
-        return run_cli([str(a) for a in args], self.capsys)
+        return _run_cli([str(a) for a in args], self.capsys)
 
     def fails(self, *args: str | Path | float, says: Iterable[str] = ()) -> str:
         """Run, and assert a user error that says each of `says`; its stderr."""
@@ -176,18 +186,47 @@ def cli(capsys: pytest.CaptureFixture) -> Cli:
     return Cli(capsys)
 
 
-def _measure(model: str | Path, data: str | Path, **options: Any) -> Any:
+def _measure(model: str | Path | None = None, data: str | Path | None = None, **options: Any) -> Any:
     """latent_scale.estimate with the tests' defaults: 32 px, no worker processes, no progress bar."""
     import latent_scale
 
-    options = {"size": SIZE, "workers": 0, "progress": False, **options}
-    return latent_scale.estimate(model=str(model), data=str(data), **options)
+    given = {key: str(value) for key, value in (("model", model), ("data", data)) if value is not None}
+    return latent_scale.estimate(**given, **{"size": SIZE, "workers": 0, "progress": False, **options})
 
 
 @pytest.fixture(scope="session")
 def measure() -> Callable[..., Any]:
-    """`measure(model, data, **options)`: a Result (a list of them for several sizes)."""
+    """`measure(model, data, **options)`: a Result (a list of them for several sizes); a run of
+    cached latents is `measure(latents=folder, ...)`."""
     return _measure
+
+
+@pytest.fixture(scope="session")
+def options() -> Callable[..., Any]:
+    """`options(**fields)`: the Options a source is opened with, at the tests' 32 px."""
+    from latent_scale.options import Options
+
+    return functools.partial(Options, size=SIZE)
+
+
+def _accumulate(source: Any, seed: int = 0, batch_size: int = 4) -> Any:
+    """The loop as the pipeline runs it over `source`, with the source's own posterior in the encoder's
+    place (a latent source), and without the model, the checkpoint or the result around it."""
+    from latent_scale.loop import Accumulate
+    from latent_scale.sources.base import loader, order
+    from latent_scale.state import Run
+
+    run = Run.empty(1)
+    step = Accumulate(run, source, source.posterior, seed=seed, strict=False, edges=None, stochastic=source.moments)
+    for batch in loader(source, order(len(source), seed), batch_size, 0, False):
+        step(batch)
+    return run
+
+
+@pytest.fixture(scope="session")
+def accumulate() -> Callable[..., Any]:
+    """`accumulate(source, seed=0, batch_size=4)`: the Run (statistics, skipped units) of the loop over it."""
+    return _accumulate
 
 
 def _classic_pixels(images: Sequence[str | Path | Image.Image], size: int = SIZE) -> torch.Tensor:

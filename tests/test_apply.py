@@ -9,8 +9,9 @@ import math
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from diffusers import AutoencoderKL, AutoencoderKLMochi
@@ -18,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import latent_scale
-from conftest import run_cli as cli
-from conftest import tiny_kl
 from latent_scale.apply import apply_result, describe_apply
 from latent_scale.conventions import CONVENTION_KEYS
 from latent_scale.errors import InputError
+
+if TYPE_CHECKING:
+    from conftest import Cli
 
 ROOT = os.geteuid() == 0
 
@@ -59,11 +61,10 @@ def _unchanged(folder: Path, before: bytes) -> None:
     assert not [p.name for p in folder.iterdir() if p.name.startswith((".", "config.json."))]
 
 
-def test_apply_scaling_factor_then_diffusers_reads_it(result_json: Path, vae_copy: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_apply_scaling_factor_then_diffusers_reads_it(result_json: Path, vae_copy: Path, cli: Cli) -> None:
     r = json.loads(result_json.read_text())
     original = (vae_copy / "config.json").read_bytes()
-    code, out, err = cli(["apply", str(result_json), "--to", str(vae_copy)], capsys)
+    code, out, err = cli("apply", result_json, "--to", vae_copy)
     assert code == 0, err
     assert "scaling_factor=" in out and "config.json.bak" in out
     vae = AutoencoderKL.from_pretrained(vae_copy)
@@ -111,21 +112,18 @@ def test_apply_into_a_pipeline_folder(result_json: Path, vae_dir: Path, tmp_path
     ("{empty}", [], "no autoencoder found"),
 ])
 def test_apply_refuses_bad_targets(result_json: Path, vae_copy: Path, tmp_path: Path, target: str,
-                                   extra: list[str], needle: str, capsys: pytest.CaptureFixture) -> None:
+                                   extra: list[str], needle: str, cli: Cli) -> None:
     (tmp_path / "empty").mkdir()
     before = (vae_copy / "config.json").read_bytes()
     target = target.format(vae=vae_copy, empty=tmp_path / "empty")
-    code, _, err = cli(["apply", str(result_json), "--to", target, *extra], capsys)
-    assert code == 2 and needle in err and "Traceback" not in err, err
+    cli.fails("apply", result_json, "--to", target, *extra, says=[needle])
     _unchanged(vae_copy, before)
 
 
 def test_apply_refuses_another_model(result: dict[str, Any], result_json: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture) -> None:
-    other = tmp_path / "other"
-    tiny_kl(latent_channels=8).save_pretrained(other)
-    code, _, err = cli(["apply", str(result_json), "--to", str(other)], capsys)
-    assert code == 2 and "4 latent channels" in err and "has 8" in err
+                                     tiny_vae: Callable[..., Path], cli: Cli) -> None:
+    other = Path(shutil.copytree(tiny_vae(latent_channels=8), tmp_path / "other"))
+    cli.fails("apply", result_json, "--to", other, says=["4 latent channels", "has 8"])
     with pytest.raises(InputError, match="4 latent channels"):  # --force does not mix channel counts
         apply_result(result, other, force=True)
 
@@ -139,12 +137,11 @@ def test_apply_of_another_class_needs_force(result: dict[str, Any], vae_copy: Pa
 
 # --- nothing is lost -------------------------------------------------------------------------------------------
 
-def test_apply_twice_keeps_the_original_backup(result_json: Path, vae_copy: Path,
-                                               capsys: pytest.CaptureFixture) -> None:
+def test_apply_twice_keeps_the_original_backup(result_json: Path, vae_copy: Path, cli: Cli) -> None:
     original = (vae_copy / "config.json").read_bytes()
-    assert cli(["apply", str(result_json), "--to", str(vae_copy)], capsys)[0] == 0
+    assert cli("apply", result_json, "--to", vae_copy)[0] == 0
     first = (vae_copy / "config.json").read_bytes()
-    code, out, err = cli(["apply", str(result_json), "--to", str(vae_copy), "--rms"], capsys)
+    code, out, err = cli("apply", result_json, "--to", vae_copy, "--rms")
     assert code == 0 and "config.json.bak.1" in out, err
     assert (vae_copy / "config.json.bak").read_bytes() == original  # the original, e.g. scaling_factor 0.5
     assert (vae_copy / "config.json.bak.1").read_bytes() == first
@@ -206,15 +203,13 @@ def test_apply_as_root_keeps_the_config_owner(result: dict[str, Any], vae_copy: 
 
 
 @pytest.mark.skipif(ROOT, reason="root writes into read-only folders; see the errno test below")
-def test_apply_into_a_read_only_folder_is_one_sentence(result_json: Path, vae_copy: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_apply_into_a_read_only_folder_is_one_sentence(result_json: Path, vae_copy: Path, cli: Cli) -> None:
     before = (vae_copy / "config.json").read_bytes()
     vae_copy.chmod(0o555)
     try:
-        code, _, err = cli(["apply", str(result_json), "--to", str(vae_copy)], capsys)
+        cli.fails("apply", result_json, "--to", vae_copy, says=["permission denied"])
     finally:
         vae_copy.chmod(0o755)
-    assert code == 2 and "permission denied" in err and len(err.strip().splitlines()) == 1, err
     _unchanged(vae_copy, before)
 
 
@@ -225,8 +220,7 @@ def test_apply_into_a_read_only_folder_is_one_sentence(result_json: Path, vae_co
 ])
 def test_apply_write_failures_are_one_sentence_and_change_nothing(result_json: Path, vae_copy: Path,
                                                                   monkeypatch: pytest.MonkeyPatch, call: int,
-                                                                  code: int, needle: str,
-                                                                  capsys: pytest.CaptureFixture) -> None:
+                                                                  code: int, needle: str, cli: Cli) -> None:
     before, real_replace, calls = (vae_copy / "config.json").read_bytes(), os.replace, []
 
     def replace(src: str, dst: str) -> None:
@@ -236,8 +230,7 @@ def test_apply_write_failures_are_one_sentence_and_change_nothing(result_json: P
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    exit_code, _, err = cli(["apply", str(result_json), "--to", str(vae_copy)], capsys)
-    assert exit_code == 2 and needle in err and "Traceback" not in err, err
+    cli.fails("apply", result_json, "--to", vae_copy, says=[needle])
     _unchanged(vae_copy, before)
 
 

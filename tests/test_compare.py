@@ -5,35 +5,37 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-import torch
 
-from conftest import tiny_kl
 from latent_scale.compare import check_overlay, compare_results, format_comparison, load_results
 from latent_scale.errors import InputError
 
 
-def _estimate(vae: torch.nn.Module, photo_dir: Path, folder: Path) -> Path:
-    import latent_scale
+@pytest.fixture(scope="module")
+def result_of(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+              measure: Callable[..., Any]) -> Callable[[Path], Path]:
+    """`result_of(model)`: its result file on the photographs, named result.json (the table's column name)."""
+    def run(model: Path) -> Path:
+        out = tmp_path_factory.mktemp("compared") / "result.json"
+        measure(model, photo_dir, output=str(out))
+        return out
 
-    torch.set_num_threads(1)
-    vae.save_pretrained(folder / "vae")
-    out = folder / "result.json"
-    latent_scale.estimate(str(folder / "vae"), str(photo_dir), size=32, workers=0, progress=False, output=str(out))
-    return out
+    return run
 
 
 @pytest.fixture(scope="module")
-def other_vae_json(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def other_vae_json(result_of: Callable[[Path], Path], tiny_vae: Callable[..., Path]) -> Path:
     """The tiny VAE with other weights (seed 1), same photographs: an independent, different factor."""
-    return _estimate(tiny_kl(seed=1), photo_dir, tmp_path_factory.mktemp("other-vae"))
+    return result_of(tiny_vae(seed=1))
 
 
 @pytest.fixture(scope="module")
-def eight_channel_json(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _estimate(tiny_kl(latent_channels=8), photo_dir, tmp_path_factory.mktemp("eight-channels"))
+def eight_channel_json(result_of: Callable[[Path], Path], tiny_vae: Callable[..., Path]) -> Path:
+    return result_of(tiny_vae(latent_channels=8))
 
 
 def _z(a: dict, b: dict) -> float:

@@ -3,15 +3,14 @@ read from files; a corrupt row is one bad unit; hub datasets offline are one sen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import torch
 
-from conftest import write_photos
 from latent_scale.errors import InputError
+from latent_scale.options import Options
 from latent_scale.sources.datasets import DatasetSource
 from latent_scale.sources.images import open_rgb, preprocess
 
@@ -20,13 +19,10 @@ pq = pytest.importorskip("pyarrow.parquet")
 SIZE = 32
 
 
-def opts(**kw: Any) -> SimpleNamespace:
-    return SimpleNamespace(**{"column": None, "size": SIZE, "sizes": (SIZE,), "crop": True, **kw})
-
-
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return write_photos(tmp_path_factory.mktemp("photos"), 7, size=48)
+def photos(photo_set: Callable[..., Path]) -> list[Path]:
+    """7 photographs of 48 px, in the order they were written."""
+    return sorted(photo_set(7, size=48).rglob("*.png"), key=lambda path: path.name)
 
 
 def expected(paths: list[Path]) -> list[torch.Tensor]:
@@ -40,66 +36,69 @@ def assert_same_pixels(source: DatasetSource, paths: list[Path]) -> None:
         assert torch.equal(source.load(k)[0], want)
 
 
-def test_parquet_binary_column_equals_the_image_files(tmp_path: Path, photos: list[Path]) -> None:
+def test_parquet_binary_column_equals_the_image_files(tmp_path: Path, photos: list[Path],
+                                                      options: Callable[..., Options]) -> None:
     table = pa.table({"label": list(range(len(photos))), "png": [p.read_bytes() for p in photos]})
     pq.write_table(table, tmp_path / "train.parquet", row_group_size=3)
-    source = DatasetSource.open(str(tmp_path / "train.parquet"), opts())
+    source = DatasetSource.open(str(tmp_path / "train.parquet"), options())
     assert source.table.column == "png" and source.ids[4] == "train.parquet#4"
     assert_same_pixels(source, photos)
     assert source.recipe()["column"] == "png" and source.recipe()["source"] == "dataset"
 
 
-def test_parquet_glob_of_hf_image_structs(tmp_path: Path, photos: list[Path]) -> None:
+def test_parquet_glob_of_hf_image_structs(tmp_path: Path, photos: list[Path], options: Callable[..., Options]) -> None:
     cells = [{"bytes": p.read_bytes(), "path": p.name} for p in photos]
     (tmp_path / "data").mkdir()
     pq.write_table(pa.table({"image": cells[:4], "text": ["a"] * 4}), tmp_path / "data/train-0.parquet")
     pq.write_table(pa.table({"image": cells[4:], "text": ["b"] * 3}), tmp_path / "data/train-1.parquet")
-    assert DatasetSource.accepts(str(tmp_path / "data"), opts())
-    source = DatasetSource.open(str(tmp_path / "data/*.parquet"), opts())
+    assert DatasetSource.accepts(str(tmp_path / "data"), options())
+    source = DatasetSource.open(str(tmp_path / "data/*.parquet"), options())
     assert source.ids[4] == "train-1.parquet#0"
     assert_same_pixels(source, photos)
 
 
-def test_saved_dataset_folder_equals_the_image_files(tmp_path: Path, photos: list[Path]) -> None:
+def test_saved_dataset_folder_equals_the_image_files(tmp_path: Path, photos: list[Path],
+                                                     options: Callable[..., Options]) -> None:
     datasets = pytest.importorskip("datasets")
     features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
     ds = datasets.Dataset.from_dict({"image": [{"bytes": p.read_bytes(), "path": None} for p in photos],
                                      "label": list(range(len(photos)))}, features=features)
     ds.save_to_disk(str(tmp_path / "saved"))
-    source = DatasetSource.open(str(tmp_path / "saved"), opts())
+    source = DatasetSource.open(str(tmp_path / "saved"), options())
     assert source.table.column == "image"
     assert_same_pixels(source, photos)
 
 
-def test_column_choice_and_no_image_column(tmp_path: Path, photos: list[Path]) -> None:
+def test_column_choice_and_no_image_column(tmp_path: Path, photos: list[Path], options: Callable[..., Options]) -> None:
     data = [p.read_bytes() for p in photos[:2]]
     pq.write_table(pa.table({"blob": [b"not an image", b"x"], "photo": data}), tmp_path / "t.parquet")
-    assert DatasetSource.open(str(tmp_path / "t.parquet"), opts()).table.column == "photo"
+    assert DatasetSource.open(str(tmp_path / "t.parquet"), options()).table.column == "photo"
     with pytest.raises(InputError, match=r"--column nope is not a column .* it has blob \(binary\), photo"):
-        DatasetSource.open(str(tmp_path / "t.parquet"), opts(column="nope"))
+        DatasetSource.open(str(tmp_path / "t.parquet"), options(column="nope"))
     pq.write_table(pa.table({"caption": ["a", "b"], "blob": [b"\x00", b"\x01"]}), tmp_path / "u.parquet")
     with pytest.raises(InputError, match=r"found no image column .*caption \(string\), blob \(binary\)"):
-        DatasetSource.open(str(tmp_path / "u.parquet"), opts())
+        DatasetSource.open(str(tmp_path / "u.parquet"), options())
 
 
-def test_corrupt_row_fails_alone_in_one_line(tmp_path: Path, photos: list[Path]) -> None:
+def test_corrupt_row_fails_alone_in_one_line(tmp_path: Path, photos: list[Path],
+                                             options: Callable[..., Options]) -> None:
     data = [p.read_bytes() for p in photos[:3]]
     data[1] = data[1][:200]
     pq.write_table(pa.table({"image": data}), tmp_path / "t.parquet")
-    source = DatasetSource.open(str(tmp_path / "t.parquet"), opts())
+    source = DatasetSource.open(str(tmp_path / "t.parquet"), options())
     with pytest.raises(OSError) as e:
         source.load(1)
     assert "\n" not in str(e.value)
     assert torch.equal(source.load(2)[0], expected(photos[2:3])[0])
 
 
-def test_hub_dataset_offline_is_one_sentence() -> None:
+def test_hub_dataset_offline_is_one_sentence(options: Callable[..., Options]) -> None:
     with pytest.raises(InputError, match=r"cannot list hf://org/name:test on the Hugging Face hub .*pass them"):
-        DatasetSource.open("hf://org/name:test", opts())
-    assert DatasetSource.accepts("hf://org/name", opts())
+        DatasetSource.open("hf://org/name:test", options())
+    assert DatasetSource.accepts("hf://org/name", options())
 
 
-def test_dataset_dict_folder_asks_for_a_split(tmp_path: Path) -> None:
+def test_dataset_dict_folder_asks_for_a_split(tmp_path: Path, options: Callable[..., Options]) -> None:
     (tmp_path / "dataset_dict.json").write_text('{"splits": ["train", "test"]}')
     with pytest.raises(InputError, match="holds the splits train, test; pass one"):
-        DatasetSource.open(str(tmp_path), opts())
+        DatasetSource.open(str(tmp_path), options())

@@ -95,7 +95,6 @@ def test_forecast_after_200_images_is_within_a_factor_2_of_what_rel_tol_needs(
     """The issue's done-when, simulated: 3000 images, forecast after 200 vs the first count at which
     the running interval (as --rel-tol checks it, never before 50 images) is within ±rel_tol.
     Varied images need ~1400 for ±1 % (and ~15000, beyond the set, for ±0.3 %)."""
-    torch.set_num_threads(1)
     z = _images(seed, 3000, scale_sd, mean_sd)
     factor, half = _running_interval(z)
     stats = LatentStats(4)

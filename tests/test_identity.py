@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import tiny_kl
 from latent_scale import identity
 from latent_scale.identity import (
     data_identity,
@@ -48,11 +49,10 @@ def test_one_model_at_two_spellings_is_one_identity(vae_dir: Path, tmp_path: Pat
     assert a["weights_sha256"] == hashlib.sha256(f"diffusion_pytorch_model.safetensors:{weights}".encode()).hexdigest()
 
 
-def test_other_weights_at_the_same_path_are_another_model(tmp_path: Path) -> None:
-    folder = tmp_path / "vae"
-    tiny_kl(seed=0).save_pretrained(folder)
+def test_other_weights_at_the_same_path_are_another_model(tmp_path: Path, tiny_vae: Callable[..., Path]) -> None:
+    folder = Path(shutil.copytree(tiny_vae(seed=0), tmp_path / "vae"))
     before = model_identity(folder_info(str(folder)), loaded_config(folder), tmp_path / "cache")
-    tiny_kl(seed=1).save_pretrained(folder)  # same config, other weights
+    shutil.copytree(tiny_vae(seed=1), folder, dirs_exist_ok=True)  # same config, other weights
     after = model_identity(folder_info(str(folder)), loaded_config(folder), tmp_path / "cache")
     assert before["config_sha256"] == after["config_sha256"]
     assert before["weights_sha256"] != after["weights_sha256"]

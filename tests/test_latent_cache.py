@@ -3,8 +3,9 @@ reproduces the run's numbers; a resumed writer drops exactly what came after its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,9 +13,10 @@ import torch
 
 from latent_scale.errors import InputError
 from latent_scale.latent_cache import LatentCache, read_cache
+from latent_scale.options import Options
 from latent_scale.sources.base import Source
 from latent_scale.sources.latents import LatentSource
-from test_latents import measure, opts
+from latent_scale.state import Run
 
 C = 4
 
@@ -35,12 +37,12 @@ def write(directory: Path, pairs: list[tuple[torch.Tensor, torch.Tensor]], keys:
     return cache
 
 
-def test_units_come_back_bit_for_bit_with_ids_and_noise_keys(tmp_path: Path) -> None:
+def test_units_come_back_bit_for_bit_with_ids_and_noise_keys(tmp_path: Path, options: Callable[..., Options]) -> None:
     pairs = posteriors(7)
     keys = [12, 3, 40, 7, 0, 25, 9]
     write(tmp_path, pairs, keys)
     assert len(list(tmp_path.glob("latents-r0-*.safetensors"))) == 3
-    source = LatentSource.open(str(tmp_path), opts())
+    source = LatentSource.open(str(tmp_path), options())
     by_key = dict(zip(keys, pairs, strict=True))
     assert [source.noise_key(i) for i in range(7)] == sorted(keys)
     assert source.ids == [f"img{k:03d}.png" for k in sorted(keys)] and source.moments
@@ -71,17 +73,18 @@ class Encoded(Source):
         return False
 
 
-def test_reading_the_cache_reproduces_mode_and_sample(tmp_path: Path) -> None:
+def test_reading_the_cache_reproduces_mode_and_sample(tmp_path: Path, options: Callable[..., Options],
+                                                      accumulate: Callable[..., Run]) -> None:
     pairs = posteriors(9)
-    direct = measure(Encoded(pairs), seed=5).stats[0].estimates()
+    direct = accumulate(Encoded(pairs), seed=5).stats[0].estimates()
     write(tmp_path, pairs, list(range(9)))
-    cached = measure(LatentSource.open(str(tmp_path), opts()), seed=5).stats[0].estimates()
+    cached = accumulate(LatentSource.open(str(tmp_path), options()), seed=5).stats[0].estimates()
     for key in ("mode", "sample", "expected_sample"):
         np.testing.assert_allclose(cached[key]["std"], direct[key]["std"], rtol=1e-12)
         np.testing.assert_allclose(cached[key]["mean"], direct[key]["mean"], rtol=1e-12)
 
 
-def test_resume_drops_what_was_written_after_the_checkpoint(tmp_path: Path) -> None:
+def test_resume_drops_what_was_written_after_the_checkpoint(tmp_path: Path, options: Callable[..., Options]) -> None:
     pairs = posteriors(11)
     cache = LatentCache(tmp_path / "run", 0, 1, moments=True, items_per_shard=3)
     for k in range(4):
@@ -97,7 +100,7 @@ def test_resume_drops_what_was_written_after_the_checkpoint(tmp_path: Path) -> N
     write(tmp_path / "straight", pairs, list(range(11)))
     items, _ = read_cache(tmp_path / "run")
     assert [it["noise_key"] for it in items] == list(range(11))
-    a, b = (LatentSource.open(str(tmp_path / d), opts()) for d in ("run", "straight"))
+    a, b = (LatentSource.open(str(tmp_path / d), options()) for d in ("run", "straight"))
     assert all(torch.equal(a.load(i), b.load(i)) for i in range(11))
 
 
@@ -108,7 +111,7 @@ def test_a_fresh_run_refuses_a_folder_holding_its_rank(tmp_path: Path) -> None:
     LatentCache(tmp_path, 1, 2, moments=True)  # another rank (or --shard) writes beside it
 
 
-def test_mixed_runs_and_moments_mismatch_are_refused(tmp_path: Path) -> None:
+def test_mixed_runs_and_moments_mismatch_are_refused(tmp_path: Path, options: Callable[..., Options]) -> None:
     write(tmp_path, posteriors(2), [0, 1])
     plain = LatentCache(tmp_path, 1, 1, moments=False)
     plain.add(5, "x.png", *posteriors(1)[0])
@@ -119,15 +122,15 @@ def test_mixed_runs_and_moments_mismatch_are_refused(tmp_path: Path) -> None:
     only_mean.add(0, "x.png", *posteriors(1)[0])
     only_mean.flush()
     with pytest.raises(InputError, match="saved without --moments"):
-        LatentSource.open(str(tmp_path / "mean"), SimpleNamespace(**{**vars(opts()), "moments": True}))
+        LatentSource.open(str(tmp_path / "mean"), options(moments=True))
 
 
-def test_a_bfloat16_run_keeps_its_logvar_dtype(tmp_path: Path) -> None:
+def test_a_bfloat16_run_keeps_its_logvar_dtype(tmp_path: Path, options: Callable[..., Options]) -> None:
     mean, logvar = (t.to(torch.bfloat16) for t in posteriors(1)[0])
     cache = LatentCache(tmp_path, 0, 1, moments=True)
     cache.add(0, "x.png", mean, logvar)
     cache.flush()
-    source = LatentSource.open(str(tmp_path), opts())
+    source = LatentSource.open(str(tmp_path), options())
     _, back = source.posterior(source.load(0)[None])
     assert back.dtype == torch.bfloat16 and torch.equal(torch.exp(0.5 * back[0]), torch.exp(0.5 * logvar))
 
@@ -135,30 +138,24 @@ def test_a_bfloat16_run_keeps_its_logvar_dtype(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("posterior", ["mode", "sample"])
 def test_image_run_then_latents_gives_the_same_factor(tmp_path: Path, vae_dir: Path, photo_dir: Path,
-                                                      posterior: str) -> None:
-    import latent_scale
-
-    common = {"size": 32, "workers": 0, "progress": False, "posterior": posterior, "seed": 7}
-    image = latent_scale.estimate(str(vae_dir), str(photo_dir), save_latents=str(tmp_path / "c"), moments=True,
-                                  **common)
-    cached = latent_scale.estimate(latents=str(tmp_path / "c"), **common)
+                                                      posterior: str, measure: Callable[..., Any]) -> None:
+    common = {"posterior": posterior, "seed": 7}
+    image = measure(vae_dir, photo_dir, save_latents=str(tmp_path / "c"), moments=True, **common)
+    cached = measure(latents=str(tmp_path / "c"), **common)
     np.testing.assert_allclose(cached["scale_factor"], image["scale_factor"], rtol=1e-9)
     assert cached["num_images"] == image["num_images"]
 
 
 
-def test_interrupted_image_run_with_save_latents_resumes_to_the_same_cache(tmp_path: Path, vae_dir: Path,
-                                                                          photo_dir: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import latent_scale
+def test_interrupted_image_run_with_save_latents_resumes_to_the_same_cache(
+        tmp_path: Path, vae_dir: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        measure: Callable[..., Any]) -> None:
     from latent_scale.errors import Interrupted
     from latent_scale.loop import Accumulate
 
-    common = {"size": 32, "workers": 0, "progress": False, "seed": 7, "batch_size": 4, "moments": True,
-              "save_latents": str(tmp_path / "c"), "checkpoint": str(tmp_path / "ck.json"),
-              "checkpoint_every": 0.001}
-    full = latent_scale.estimate(str(vae_dir), str(photo_dir), **{**common, "save_latents": str(tmp_path / "f"),
-                                                                   "checkpoint": None})
+    common = {"seed": 7, "batch_size": 4, "moments": True, "save_latents": str(tmp_path / "c"),
+              "checkpoint": str(tmp_path / "ck.json"), "checkpoint_every": 0.001}
+    full = measure(vae_dir, photo_dir, **{**common, "save_latents": str(tmp_path / "f"), "checkpoint": None})
     step, calls = Accumulate.__call__, []
 
     def ctrl_c_at_the_third_batch(self: Accumulate, batch: object) -> None:
@@ -170,10 +167,9 @@ def test_interrupted_image_run_with_save_latents_resumes_to_the_same_cache(tmp_p
     with monkeypatch.context() as m:
         m.setattr(Accumulate, "__call__", ctrl_c_at_the_third_batch)
         with pytest.raises(Interrupted):
-            latent_scale.estimate(str(vae_dir), str(photo_dir), **common)
-    latent_scale.estimate(str(vae_dir), str(photo_dir), resume=True, **common)
+            measure(vae_dir, photo_dir, **common)
+    measure(vae_dir, photo_dir, resume=True, **common)
     for posterior in ("mode", "sample"):
-        cached = latent_scale.estimate(latents=str(tmp_path / "c"), posterior=posterior, seed=7, workers=0,
-                                       progress=False)
+        cached = measure(latents=str(tmp_path / "c"), posterior=posterior, seed=7)
         np.testing.assert_allclose(cached["estimates"][posterior]["scale_factor"],
                                    full["estimates"][posterior]["scale_factor"], rtol=1e-9)

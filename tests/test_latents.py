@@ -7,8 +7,8 @@ import io
 import os
 import pickle
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,18 +17,13 @@ import torch
 from safetensors.numpy import save_file
 
 from latent_scale.errors import InputError
-from latent_scale.loop import Accumulate, noise
-from latent_scale.sources.base import loader, order
+from latent_scale.loop import noise
+from latent_scale.options import Options
 from latent_scale.sources.latents import LatentSource
 from latent_scale.state import Run
 
 C = 4
 pytestmark = pytest.mark.filterwarnings("ignore:skipping")
-
-
-def opts(**kw: Any) -> SimpleNamespace:
-    base = {"moments": False, "key": None, "input_scale": None, "column": None}
-    return SimpleNamespace(**{**base, **kw})
 
 
 def save(path: Path, tensors: dict[str, np.ndarray] | np.ndarray) -> Path:
@@ -53,15 +48,6 @@ def latents(count: int, shape: tuple[int, ...] = (C, 8, 8), seed: int = 0) -> li
     return [(rng.standard_normal(shape) * 2.5 + 40.0).astype(np.float32) for _ in range(count)]
 
 
-def measure(source: LatentSource, seed: int = 0, batch: int = 4) -> Run:
-    """The loop as the pipeline runs it, with the source's posterior in the encoder's place."""
-    run = Run.empty(1)
-    step = Accumulate(run, source, source.posterior, seed=seed, strict=False, edges=None, stochastic=source.moments)
-    for b in loader(source, order(len(source), seed), batch, 0, False):
-        step(b)
-    return run
-
-
 def assert_matches_numpy(run: Run, arrays: list[np.ndarray], key: str = "mode") -> None:
     """Global mean, ddof=1 std, 1/std and per-channel values against numpy float64, to 1e-12."""
     est = run.stats[0].estimates()[key]
@@ -79,7 +65,8 @@ FORMATS = [".npy", ".npz", ".safetensors", ".pt"]
 
 @pytest.mark.parametrize("suffix", FORMATS)
 @pytest.mark.parametrize("layout", ["single", "batch"])
-def test_every_format_and_layout_equals_numpy(tmp_path: Path, suffix: str, layout: str) -> None:
+def test_every_format_and_layout_equals_numpy(tmp_path: Path, suffix: str, layout: str,
+                                              options: Callable[..., Options], accumulate: Callable[..., Run]) -> None:
     arrays = latents(6)
     if layout == "single":
         for k, a in enumerate(arrays):
@@ -87,33 +74,34 @@ def test_every_format_and_layout_equals_numpy(tmp_path: Path, suffix: str, layou
     else:
         save(tmp_path / f"d/a{suffix}", np.stack(arrays[:4]))
         save(tmp_path / f"d/b{suffix}", np.stack(arrays[4:]))
-    source = LatentSource.open(str(tmp_path / "d"), opts())
+    source = LatentSource.open(str(tmp_path / "d"), options())
     assert len(source) == 6 and source.uniform and source.shapes() == {"4x8x8": 6}
     for k, a in enumerate(arrays):
         assert torch.equal(source.load(k), torch.from_numpy(a))
-    assert_matches_numpy(measure(source), arrays)
+    assert_matches_numpy(accumulate(source), arrays)
     if layout == "batch":
         assert source.ids[:2] == [f"a{suffix}#0", f"a{suffix}#1"]
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".pt"])
-def test_key_picks_one_tensor_of_several(tmp_path: Path, suffix: str) -> None:
+def test_key_picks_one_tensor_of_several(tmp_path: Path, suffix: str, options: Callable[..., Options]) -> None:
     arrays = latents(3)
     for k, a in enumerate(arrays):
         save(tmp_path / f"{k}{suffix}", {"moments": a, "flipped": a[:, :, ::-1].copy()})
     with pytest.raises(InputError, match=r"several tensors \(flipped, moments\); choose one with --key"):
-        LatentSource.open(str(tmp_path), opts())
-    source = LatentSource.open(str(tmp_path), opts(key="moments"))
+        LatentSource.open(str(tmp_path), options())
+    source = LatentSource.open(str(tmp_path), options(key="moments"))
     assert all(torch.equal(source.load(k), torch.from_numpy(a)) for k, a in enumerate(arrays))
 
 
-def test_moments_give_mode_sample_and_expected_sample_exactly(tmp_path: Path) -> None:
+def test_moments_give_mode_sample_and_expected_sample_exactly(tmp_path: Path, options: Callable[..., Options],
+                                                              accumulate: Callable[..., Run]) -> None:
     rng = np.random.default_rng(1)
     mu = latents(5)
     logvar = [(rng.standard_normal(m.shape) - 3).astype(np.float32) for m in mu]
     save(tmp_path / "moments.npy", np.stack([np.concatenate([m, lv]) for m, lv in zip(mu, logvar, strict=True)]))
-    source = LatentSource.open(str(tmp_path), opts(moments=True))
-    run = measure(source, seed=3)
+    source = LatentSource.open(str(tmp_path), options(moments=True))
+    run = accumulate(source, seed=3)
     assert_matches_numpy(run, mu, "mode")
     sigma = [np.exp(0.5 * lv.astype(np.float64)) for lv in logvar]
     eps = [noise([k], torch.Size(m.shape), 3)[0].double().numpy() for k, m in enumerate(mu)]
@@ -123,42 +111,45 @@ def test_moments_give_mode_sample_and_expected_sample_exactly(tmp_path: Path) ->
     np.testing.assert_allclose(run.stats[0].estimates()["expected_sample"]["std"], np.sqrt(expected_var), rtol=1e-12)
 
 
-def test_input_scale_measures_the_raw_latents(tmp_path: Path) -> None:
+def test_input_scale_measures_the_raw_latents(tmp_path: Path, options: Callable[..., Options],
+                                              accumulate: Callable[..., Run]) -> None:
     raw = latents(4)
     for k, a in enumerate(raw):
         save(tmp_path / f"{k}.npy", a * np.float32(0.18215))
     stored = [np.load(tmp_path / f"{k}.npy").astype(np.float64) for k in range(4)]
-    source = LatentSource.open(str(tmp_path), opts(input_scale=0.18215))
+    source = LatentSource.open(str(tmp_path), options(input_scale=0.18215))
     assert source.recipe() == {"source": "latents", "moments": False, "key": None, "input_scale": 0.18215}
-    assert_matches_numpy(measure(source), [s / 0.18215 for s in stored])
+    assert_matches_numpy(accumulate(source), [s / 0.18215 for s in stored])
 
 
-def test_input_scale_shifts_logvar_by_two_log_f(tmp_path: Path) -> None:
+def test_input_scale_shifts_logvar_by_two_log_f(tmp_path: Path, options: Callable[..., Options]) -> None:
     save(tmp_path / "m.npy", np.concatenate([np.ones((C, 2, 2)), np.zeros((C, 2, 2))]).astype(np.float32))
-    mean, logvar = LatentSource.open(str(tmp_path), opts(moments=True, input_scale=2.0)).posterior(
+    mean, logvar = LatentSource.open(str(tmp_path), options(moments=True, input_scale=2.0)).posterior(
         torch.from_numpy(np.load(tmp_path / "m.npy"))[None])
     assert torch.equal(mean, torch.full((1, C, 2, 2), 0.5, dtype=torch.float64))
     np.testing.assert_allclose(torch.exp(0.5 * logvar).numpy(), 0.5, rtol=1e-15)
 
 
-def test_mixed_shapes_pool_every_element(tmp_path: Path) -> None:
+def test_mixed_shapes_pool_every_element(tmp_path: Path, options: Callable[..., Options],
+                                         accumulate: Callable[..., Run]) -> None:
     small, large = latents(3, (C, 8, 8)), latents(2, (C, 16, 12), seed=1)
     for k, a in enumerate(small + large):
         save(tmp_path / f"{k}.safetensors", a)
-    source = LatentSource.open(str(tmp_path), opts())
+    source = LatentSource.open(str(tmp_path), options())
     assert not source.uniform and source.shapes() == {"4x8x8": 3, "4x16x12": 2}
-    assert_matches_numpy(measure(source, batch=5), small + large)
+    assert_matches_numpy(accumulate(source, batch_size=5), small + large)
 
 
-def test_video_latents_batch_of_five_dims_and_four_dims_with_known_channels(tmp_path: Path) -> None:
+def test_video_latents_batch_of_five_dims_and_four_dims_with_known_channels(
+        tmp_path: Path, options: Callable[..., Options], accumulate: Callable[..., Run]) -> None:
     clips = latents(4, (C, 3, 8, 8))
     save(tmp_path / "batch.npy", np.stack(clips[:2]))
     save(tmp_path / "one.npy", clips[2])
     save(tmp_path / "two.npy", clips[3])
-    source = LatentSource.open(str(tmp_path), opts(), channels=C)
+    source = LatentSource.open(str(tmp_path), options(), channels=C)
     assert source.ids == ["batch.npy#0", "batch.npy#1", "one.npy", "two.npy"]
-    assert_matches_numpy(measure(source), clips[:2] + clips[2:])
-    guessed = LatentSource.open(str(tmp_path / "one.npy"), opts())  # without the model: a batch of C images
+    assert_matches_numpy(accumulate(source), clips[:2] + clips[2:])
+    guessed = LatentSource.open(str(tmp_path / "one.npy"), options())  # without the model: a batch of C images
     assert len(guessed) == C and guessed.load(0).shape == (3, 8, 8)
 
 
@@ -170,29 +161,31 @@ def _tar(path: Path, files: list[Path]) -> Path:
     return path
 
 
-def test_tar_shards_are_read_in_place(tmp_path: Path) -> None:
+def test_tar_shards_are_read_in_place(tmp_path: Path, options: Callable[..., Options],
+                                      accumulate: Callable[..., Run]) -> None:
     arrays = latents(5)
     files = [save(tmp_path / f"raw/{k}{FORMATS[k % 4]}", a) for k, a in enumerate(arrays)]
     _tar(tmp_path / "shards/s0.tar", files[:3])
     _tar(tmp_path / "shards/s1.tar", files[3:])
-    source = LatentSource.open(str(tmp_path / "shards/*.tar"), opts())
+    source = LatentSource.open(str(tmp_path / "shards/*.tar"), options())
     assert source.ids[0] == "s0.tar::0.npy"
-    assert_matches_numpy(measure(source), arrays)
+    assert_matches_numpy(accumulate(source), arrays)
 
 
-def test_list_and_glob_specs(tmp_path: Path) -> None:
+def test_list_and_glob_specs(tmp_path: Path, options: Callable[..., Options]) -> None:
     arrays = latents(3)
     for k, a in enumerate(arrays):
         save(tmp_path / f"{k}.npy", a)
     (tmp_path / "list.txt").write_text("2.npy\n0.npy\n")
-    assert LatentSource.open(str(tmp_path / "list.txt"), opts()).ids == ["0.npy", "2.npy"]
-    assert len(LatentSource.open(str(tmp_path / "*.npy"), opts())) == 3
+    assert LatentSource.open(str(tmp_path / "list.txt"), options()).ids == ["0.npy", "2.npy"]
+    assert len(LatentSource.open(str(tmp_path / "*.npy"), options())) == 3
     with pytest.raises(InputError, match="does not exist"):
-        LatentSource.open(str(tmp_path / "missing"), opts())
+        LatentSource.open(str(tmp_path / "missing"), options())
 
 
 @pytest.mark.parametrize("encoding", ["npy-bytes", "nested-lists"])
-def test_parquet_latent_column(tmp_path: Path, encoding: str) -> None:
+def test_parquet_latent_column(tmp_path: Path, encoding: str, options: Callable[..., Options],
+                               accumulate: Callable[..., Run]) -> None:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
@@ -206,9 +199,9 @@ def test_parquet_latent_column(tmp_path: Path, encoding: str) -> None:
     else:
         cells = [a.tolist() for a in arrays]
     pq.write_table(pa.table({"label": list(range(5)), "latent": cells}), tmp_path / "z.parquet", row_group_size=2)
-    source = LatentSource.open(str(tmp_path / "z.parquet"), opts())
+    source = LatentSource.open(str(tmp_path / "z.parquet"), options())
     assert source.ids == [f"z.parquet#{k}" for k in range(5)]
-    assert_matches_numpy(measure(source), arrays)
+    assert_matches_numpy(accumulate(source), arrays)
 
 
 def _pickle_with_code(path: Path) -> None:
@@ -237,13 +230,14 @@ def bad_files(folder: Path) -> dict[str, str]:
             "garbage.safetensors": "not a safetensors file"}
 
 
-def test_bad_files_are_skipped_and_listed_in_one_line(tmp_path: Path) -> None:
+def test_bad_files_are_skipped_and_listed_in_one_line(tmp_path: Path, options: Callable[..., Options],
+                                                      accumulate: Callable[..., Run]) -> None:
     good = latents(3)
     for k, a in enumerate(good):
         save(tmp_path / f"a{k}.npy", a)  # sorted first: they set the channel count
     reasons = bad_files(tmp_path)
-    source = LatentSource.open(str(tmp_path), opts())
-    run = measure(source)
+    source = LatentSource.open(str(tmp_path), options())
+    run = accumulate(source)
     listed = {s["path"]: s["error"] for s in run.skipped}
     assert set(listed) == set(reasons)
     for name, why in reasons.items():
@@ -251,33 +245,32 @@ def test_bad_files_are_skipped_and_listed_in_one_line(tmp_path: Path) -> None:
     assert_matches_numpy(run, good)
 
 
-def test_refused_pickle_never_runs_code(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_refused_pickle_never_runs_code(tmp_path: Path, capfd: pytest.CaptureFixture,
+                                        options: Callable[..., Options]) -> None:
     _pickle_with_code(tmp_path / "code.pt")
     with pytest.raises(ValueError, match="weights_only=True"):
-        LatentSource.open(str(tmp_path), opts()).load(0)
+        LatentSource.open(str(tmp_path), options()).load(0)
     assert "pwned" not in capfd.readouterr().out
 
 
-def test_model_channels_decide_and_moments_need_even_channels(tmp_path: Path) -> None:
+def test_model_channels_decide_and_moments_need_even_channels(tmp_path: Path, options: Callable[..., Options]) -> None:
     save(tmp_path / "odd.npy", latents(1, (3, 8, 8))[0])
     with pytest.raises(InputError, match="even channel count"):
-        LatentSource.open(str(tmp_path), opts(moments=True))
+        LatentSource.open(str(tmp_path), options(moments=True))
     with pytest.raises(ValueError, match="3 channels where the model's has 4"):
-        LatentSource.open(str(tmp_path), opts(), channels=4).load(0)
+        LatentSource.open(str(tmp_path), options(), channels=4).load(0)
 
 
-def test_noise_key_defaults_to_the_index(tmp_path: Path) -> None:
+def test_noise_key_defaults_to_the_index(tmp_path: Path, options: Callable[..., Options]) -> None:
     save(tmp_path / "a.npy", latents(1)[0])
-    assert LatentSource.open(str(tmp_path), opts()).noise_key(0) == 0
+    assert LatentSource.open(str(tmp_path), options()).noise_key(0) == 0
 
 
 
-def test_estimate_from_latents_equals_numpy(tmp_path: Path) -> None:
-    import latent_scale
-
+def test_estimate_from_latents_equals_numpy(tmp_path: Path, measure: Callable[..., Any]) -> None:
     arrays = latents(6)
     save(tmp_path / "all.npy", np.stack(arrays))
-    result = latent_scale.estimate(latents=str(tmp_path), posterior="mode", workers=0, progress=False)
+    result = measure(latents=str(tmp_path), posterior="mode")
     flat = np.concatenate([a.astype(np.float64).ravel() for a in arrays])
     np.testing.assert_allclose(result["std"], flat.std(ddof=1), rtol=1e-12)
     np.testing.assert_allclose(result["mean"], flat.mean(), rtol=1e-12)

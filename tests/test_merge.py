@@ -8,36 +8,36 @@ import json
 import math
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import latent_scale
-from conftest import run_cli, tiny_kl
 from latent_scale.errors import InputError
 from latent_scale.identity import model_identity
 from latent_scale.merge import merge_files, merge_results, missing_shards
 from latent_scale.stats import PosteriorStats
 from latent_scale.validation import check_state, seal
 
+if TYPE_CHECKING:
+    from conftest import Cli
+
 Doc = dict[str, Any]
-RUN = {"size": 32, "workers": 0, "progress": False, "dtype": "float32"}
 
 
 @pytest.fixture(scope="module")
-def runs(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def runs(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+         measure: Callable[..., Any]) -> dict[str, Any]:
     """Results of the two shards of a 0/2 split, the unsharded run, and the 0/2 run's checkpoint."""
-    torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("runs")
     out: dict[str, Any] = {"checkpoint": folder / "state.json"}
     for name, shard in (("s0", "0/2"), ("s1", "1/2"), ("whole", None)):
         kw = {"checkpoint": str(out["checkpoint"])} if name == "s0" else {}
-        out[name] = json.loads(json.dumps(latent_scale.estimate(str(vae_dir), str(photo_dir), shard=shard, **RUN,
-                                                                **kw)))
+        out[name] = json.loads(json.dumps(measure(vae_dir, photo_dir, shard=shard, dtype="float32", **kw)))
     return out
 
 
@@ -79,10 +79,8 @@ def test_merging_only_some_shards_warns_and_records_which_are_missing(runs: dict
     assert missing_shards(["1/4", "3/4"]) == ["0/4", "2/4"] and missing_shards([None]) == []
 
 
-def test_partial_merge_warning_reaches_the_command_line(runs: dict[str, Any], tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["merge", *map(str, write(tmp_path, {"a.json": runs["s1"]})), "-o",
-                            str(tmp_path / "out.json")], capsys)
+def test_partial_merge_warning_reaches_the_command_line(runs: dict[str, Any], tmp_path: Path, cli: Cli) -> None:
+    code, _, err = cli("merge", *write(tmp_path, {"a.json": runs["s1"]}), "-o", tmp_path / "out.json")
     assert code == 0 and "latent-scale: warning: merging only 1 of the 2 shards" in err
 
 
@@ -157,7 +155,8 @@ def test_constant_latents_are_refused_not_divided_by_zero(runs: dict[str, Any]) 
 
 
 def test_one_model_at_two_spellings_merges_and_other_weights_do_not(runs: dict[str, Any], vae_dir: Path,
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path,
+                                                                    tiny_vae: Callable[..., Path]) -> None:
     a, b = shards(runs)
     config = json.loads((vae_dir / "config.json").read_text())
     a["model"]["identity"] = model_identity({**a["model"], "source": str(vae_dir)}, config, tmp_path)
@@ -165,8 +164,7 @@ def test_one_model_at_two_spellings_merges_and_other_weights_do_not(runs: dict[s
     b["model"]["source"] = f"{vae_dir}/"
     assert merge_results([a, b])["num_images"] == 24
 
-    other = tmp_path / "other"
-    tiny_kl(seed=1).save_pretrained(other)
+    other = tiny_vae(seed=1)
     b["model"]["identity"] = model_identity({**b["model"], "source": str(other)}, config, tmp_path)
     with pytest.raises(InputError, match=r"cannot merge result 2 with result 1: model.identity.weights_sha256"):
         merge_results([a, b])
@@ -238,7 +236,7 @@ def test_fuzz_merge_ends_in_one_sentence_or_a_sound_state(runs: dict[str, Any], 
                                                                   HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_resume_ends_in_one_sentence_or_a_sound_state(runs: dict[str, Any], vae_dir: Path, photo_dir: Path,
-                                                           data: st.DataObject) -> None:
+                                                           measure: Callable[..., Any], data: st.DataObject) -> None:
     doc = mutate(data, json.loads(runs["checkpoint"].read_text()))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.json"
@@ -246,8 +244,8 @@ def test_fuzz_resume_ends_in_one_sentence_or_a_sound_state(runs: dict[str, Any],
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result = latent_scale.estimate(str(vae_dir), str(photo_dir), shard="0/2", checkpoint=str(path),
-                                               resume=True, **RUN)
+                result = measure(vae_dir, photo_dir, shard="0/2", checkpoint=str(path), resume=True,
+                                 dtype="float32")
         except InputError as e:
             assert str(e) and "\n" not in str(e)
             return

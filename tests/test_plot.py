@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli as cli
 from latent_scale.plot import channel_densities
 
+if TYPE_CHECKING:
+    from conftest import Cli
 
-def test_plot_writes_an_image(result_json: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+
+def test_plot_writes_an_image(result_json: Path, tmp_path: Path, cli: Cli) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "plots" / "hist.png"
-    code, stdout, err = cli(["plot", str(result_json), "-o", str(out)], capsys)
+    code, stdout, err = cli("plot", result_json, "-o", out)
     assert code == 0, err
     assert str(out) in stdout
     with Image.open(out) as im:
@@ -40,27 +43,22 @@ def test_densities_are_normalised_histograms(result_json: Path) -> None:
 
 
 def test_plot_without_matplotlib_is_a_clear_error(result_json: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture) -> None:
+                                                  monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-    code, _, err = cli(["plot", str(result_json), "-o", str(tmp_path / "h.png")], capsys)
-    assert code == 2 and "pip install 'latent-scale[plot]'" in err and "Traceback" not in err
+    cli.fails("plot", result_json, "-o", tmp_path / "h.png", says=["pip install 'latent-scale[plot]'"])
 
 
-def test_plot_refuses_a_result_without_histogram(result_json: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture) -> None:
+def test_plot_refuses_a_result_without_histogram(result_json: Path, tmp_path: Path, cli: Cli) -> None:
     pytest.importorskip("matplotlib")
     r = json.loads(result_json.read_text())
     for key in ("mode", "sample"):
         r["state"][key].pop("histogram")
     old = tmp_path / "old.json"
     old.write_text(json.dumps(r))
-    code, _, err = cli(["plot", str(old), "-o", str(tmp_path / "h.png")], capsys)
-    assert code == 2 and "no histogram" in err
-    code, _, err = cli(["plot", str(tmp_path / "missing.json"), "-o", str(tmp_path / "h.png")], capsys)
-    assert code == 2 and "does not exist" in err
+    cli.fails("plot", old, "-o", tmp_path / "h.png", says=["no histogram"])
+    cli.fails("plot", tmp_path / "missing.json", "-o", tmp_path / "h.png", says=["does not exist"])
 
 
 def test_compare_overlay_is_a_readable_png(result_json: Path, tmp_path: Path) -> None:

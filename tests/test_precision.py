@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderKL
 
-from conftest import tiny_kl
 from latent_scale import models
 from latent_scale.precision import precision_check, precision_limit, precision_warning
 
@@ -52,10 +52,10 @@ def test_check_refuses_chunks_of_different_shapes() -> None:
 
 
 def test_bf16_tiny_vae_difference_equals_numpy_relative_std_difference(
-        photo_set: Callable[..., Path], classic_pixels: Callable[..., torch.Tensor]) -> None:
+        vae_dir: Path, photo_set: Callable[..., Path], classic_pixels: Callable[..., torch.Tensor]) -> None:
     """The check on a real bf16 encode: exactly numpy's float64 (std_bf16 - std_fp32) / std_fp32."""
     x = classic_pixels(sorted(photo_set(4).rglob("*.png")))
-    fp32 = tiny_kl().eval()
+    fp32 = AutoencoderKL.from_pretrained(vae_dir).eval()
     bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
     with torch.inference_mode():
         mu32 = fp32.encode(x).latent_dist.mean

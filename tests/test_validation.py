@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from latent_scale.errors import InputError
 from latent_scale.validation import (
@@ -31,14 +30,11 @@ def result(result_json: Path) -> Doc:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Doc:
+def checkpoint(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+               measure: Callable[..., Any]) -> Doc:
     """A finished run's checkpoint: 24 photographs, all consumed."""
-    import latent_scale
-
-    torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("ckpt") / "state.json"
-    latent_scale.estimate(str(vae_dir), str(photo_dir), size=32, workers=0, progress=False, dtype="float32",
-                          checkpoint=str(path))
+    measure(vae_dir, photo_dir, dtype="float32", checkpoint=str(path))
     return json.loads(path.read_text())
 
 

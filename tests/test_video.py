@@ -3,18 +3,18 @@ class's posterior equals diffusers' own, and broken files fail with one-line rea
 
 Videos are written here with PyAV: pans and zooms over real photographs from skimage.data. The
 reference decodes every frame with PyAV, converts each to PIL and preprocesses it with the
-conftest's classic transforms; the tiny models are test_models.CASES.
+conftest's classic transforms; the tiny models are cases.CASES.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import av
@@ -26,11 +26,12 @@ import torch
 from PIL import Image
 
 import latent_scale.sources.video as video_module
+from cases import CASES, Case
 from latent_scale.errors import InputError
 from latent_scale.models import FAMILIES, Encoder, temporal_compression
+from latent_scale.options import Options
 from latent_scale.sources.base import UnitDataset
 from latent_scale.sources.video import VIDEO_EXTENSIONS, VideoSource, check_frames, default_frames, pick_nearest
-from test_models import CASES, Case
 
 SIZE = 32
 VIDEO_CASES = [c for c in CASES if c.video]
@@ -84,8 +85,10 @@ def reference_clip(path: Path, indices: list[int], classic_pixels: Callable[...,
     return classic_pixels([frames[i] for i in indices], SIZE).permute(1, 0, 2, 3)
 
 
-def opts(**kw: Any) -> SimpleNamespace:
-    return SimpleNamespace(**{"frames": 9, "fps": None, "clips_per_video": 1, "sizes": (SIZE,), "crop": True, **kw})
+@pytest.fixture
+def opts(options: Callable[..., Options]) -> Callable[..., Options]:
+    """The source's options: clips of 9 frames at 32 px unless a test says otherwise."""
+    return functools.partial(options, frames=9)
 
 
 def reasons(source: VideoSource) -> list[str | None]:
@@ -106,7 +109,8 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", [f"pan.{ext}" for ext in CONTAINERS] + ["sub/zoom.mp4", "anim.gif"])
-def test_clip_equals_full_decode_and_image_transforms(videos: Path, name: str, classic_pixels: Callable) -> None:
+def test_clip_equals_full_decode_and_image_transforms(videos: Path, name: str, classic_pixels: Callable,
+                                                      opts: Callable[..., Options]) -> None:
     source = VideoSource.open(str(videos / name), opts())
     assert source.ids == [f"{Path(name).name}#clip0"]
     (clip,) = source.load(0)
@@ -115,7 +119,8 @@ def test_clip_equals_full_decode_and_image_transforms(videos: Path, name: str, c
 
 
 @pytest.mark.parametrize("ext", ["mp4", "webm"])
-def test_clips_per_video_and_fps_pick_the_nearest_frames(videos: Path, ext: str, classic_pixels: Callable) -> None:
+def test_clips_per_video_and_fps_pick_the_nearest_frames(videos: Path, ext: str, classic_pixels: Callable,
+                                                         opts: Callable[..., Options]) -> None:
     """24 frames at 24 fps: 3 clips of 5 start at 0, 10, 19; at 10 fps frame k is source frame
     round(2.4 k), and 2 clips start at 0 and floor(23 - 9.6) = 13."""
     path = videos / f"pan.{ext}"
@@ -132,6 +137,7 @@ def test_clips_per_video_and_fps_pick_the_nearest_frames(videos: Path, ext: str,
 
 
 def test_a_clip_decodes_from_the_keyframe_before_it(tmp_path: Path, classic_pixels: Callable,
+                                                   opts: Callable[..., Options],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Keyframes every 4 frames, 40 frames: the middle clip of 3 starts at floor(35/2 + 1/2) = 18, so
     decoding starts at keyframe 16 and stops at the clip's last frame, 22."""
@@ -158,7 +164,7 @@ def test_pick_nearest_settles_ties_and_the_end_by_hand() -> None:
         pick_nearest(iter(frames), [0.0, 1.5], tol=0.125)
 
 
-def test_listing_folders_lists_and_globs(videos: Path, tmp_path: Path) -> None:
+def test_listing_folders_lists_and_globs(videos: Path, tmp_path: Path, opts: Callable[..., Options]) -> None:
     """Recursive, sorted, ids relative to the root; GIFs are clips only when --frames is given."""
     names = sorted(f"pan.{ext}" for ext in CONTAINERS)
     assert VideoSource.open(str(videos), opts()).ids == [f"{n}#clip0" for n in ["anim.gif", *names, "sub/zoom.mp4"]]
@@ -172,7 +178,7 @@ def test_listing_folders_lists_and_globs(videos: Path, tmp_path: Path) -> None:
     assert not VideoSource.accepts(str(tmp_path), opts())
 
 
-def test_broken_videos_fail_with_one_line_reasons(tmp_path: Path, videos: Path) -> None:
+def test_broken_videos_fail_with_one_line_reasons(tmp_path: Path, videos: Path, opts: Callable[..., Options]) -> None:
     write_video(tmp_path / "short.mp4", pan_zoom("rocket", 10))
     (tmp_path / "empty.mp4").write_bytes(b"")
     whole = (videos / "pan.mp4").read_bytes()
@@ -203,7 +209,7 @@ def write_audio(path: Path) -> None:
         container.mux(stream.encode())
 
 
-def test_no_videos_is_an_input_error(tmp_path: Path) -> None:
+def test_no_videos_is_an_input_error(tmp_path: Path, opts: Callable[..., Options]) -> None:
     (tmp_path / "a.mp3").write_bytes(b"x")
     with pytest.raises(InputError, match="holds no videos"):
         VideoSource.open(str(tmp_path), opts())
