@@ -131,3 +131,17 @@ def test_the_same_folder_spelled_two_ways_resumes(photo_dir: Path, tmp_path: Pat
     monkeypatch.chdir(photo_dir.parent)
     code, _, err = cli(*base, "--data", f"./{photo_dir.name}/", "--limit", 6, "--checkpoint", ckpt, "--resume")
     assert code == 0, err
+
+
+def test_old_format_pickle_is_refused_in_words(vae_dir: Path, tmp_path: Path, photo_dir: Path, cli: Cli) -> None:
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderKL
+
+    shutil.copy(vae_dir / "config.json", tmp_path / "config.json")
+    torch.save(AutoencoderKL.from_pretrained(vae_dir).state_dict(), tmp_path / "vae.ckpt",
+               _use_new_zipfile_serialization=False, pickle_protocol=4)
+    err = cli.fails("estimate", "--model", tmp_path / "vae.ckpt", "--data", photo_dir, "--no-progress",
+                    says=["old-format, non-zip PyTorch pickle", ".safetensors"])
+    assert "operand" not in err

@@ -489,6 +489,8 @@ def _load_single_file(path: Path) -> tuple[torch.nn.Module, str]:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
             why = next((ln for ln in lines if "nsupported" in ln), lines[0])  # the global or opcode torch refused
             why = why.removeprefix("WeightsUnpickler error: ").split(". ")[0]
+            if "Unsupported operand" in why:  # e.g. the FRAME opcode of a protocol-4 legacy (non-zip) file
+                why = "an old-format, non-zip PyTorch pickle that torch's safe loader cannot read"
             raise InputError(
                 f"refusing {path}: loading it would need more than plain tensors ({why[:200]}); only "
                 "weights_only=True pickles are loaded, convert it to .safetensors from a source you trust"
