@@ -213,7 +213,7 @@ def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
                                   f"({check['images']} units re-encoded; --dtype float32 to avoid)"))
     if run.get("images_per_s"):
         tflops, peak = run.get("achieved_tflops"), run.get("fraction_of_peak")
-        rows.append(("speed", f"{run['images_per_s']:.3g} units/s"
+        rows.append(("speed", f"{run['images_per_s']:.3g} {r['recipe'].get('unit', 'image')}s/s"
                               + (f", encoder {tflops:.3g} TFLOP/s" if tflops else "")
                               + (f" ({_pct(peak)} of {run['device_peak_tflops']:g} peak)" if peak else "")))
     return rows + (table_rows(run["forecast"]) if run.get("forecast") else [])
