@@ -1,18 +1,20 @@
-"""Side-by-side benchmarks: the classic keep-every-latent script vs `latent-scale estimate`.
+"""Side-by-side benchmarks: the classic keep-every-latent scripts vs `latent-scale`.
 
 Runs offline: the VAEs are built from configs (random weights: speed and memory do not depend on
 the weights), the images are real photographs from scikit-image, cropped and resized, saved as
-JPEG. Each end-to-end measurement runs in a fresh subprocess so its peak RSS is its own, and the
-runs compared with each other are interleaved, `--repeats` times, so a busy machine slows all of
-them alike. Prints markdown tables (pasted into the README).
+JPEG; the videos are pans over them (PyAV); the latent files are seeded noise. Each end-to-end
+measurement runs in a fresh subprocess so its peak RSS is its own, and the runs compared with each
+other are interleaved, `--repeats` times, so a busy machine slows all of them alike. Prints
+markdown tables (pasted into the README).
 
     python scripts/bench.py --sections stats,speed       # the statistics, then naive vs fp32 vs auto
-    python scripts/bench.py --sections workers           # worker processes x image size x model size
+    python scripts/bench.py --sections latents,video     # --latents vs a torch.load loop; video clips
+    python scripts/bench.py --sections sweep,forecast,cli
     python scripts/bench.py --sections stats --stats-against /tmp/old_stats.py   # before/after
     python scripts/bench.py --device cuda --size 512 --images 480 --sections speed   # on a GPU
 
-Sections: stats (seconds), speed (SD architecture, a few minutes on 2 cores), workers (~5 min),
-memory and tol (a few minutes each).
+Sections: stats and cli (seconds), latents, sweep, forecast (a minute or two each), speed, video,
+memory and tol (a few minutes each), workers (~5 min).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,52 +37,94 @@ from typing import Any
 import numpy as np
 import torch
 
-SECTIONS = ("stats", "speed", "workers", "memory", "tol")
 STATS_SHAPES = ((4, 32, 32), (4, 64, 64), (16, 64, 64))  # SD at 256 / 512 px, a 16-channel VAE at 512 px
+ARCHS = {  # diffusers class and config of each benchmark VAE (random weights)
+    # the Stable Diffusion VAE (f/8, 4 channels)
+    "sd": ("AutoencoderKL", dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                                 up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+                                 sample_size=512, scaling_factor=0.18215)),
+    # f/2 without the mid-block attention (quadratic in latent pixels), for runs with many or large latents
+    "tiny": ("AutoencoderKL", dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                                   up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
+                                   norm_num_groups=4, sample_size=64, mid_block_add_attention=False)),
+    # Wan 2.1's layout (causal 3-D convolutions, temporal compression 4, spatial 8) at 1/6 of its width
+    "wan": ("AutoencoderKLWan", dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                                     temperal_downsample=[False, True, True])),
+}
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "brick", "grass", "gravel",
+          "hubble_deep_field", "immunohistochemistry", "moon")
 
+
+# --- inputs, built once per run in a temporary folder ---------------------------------------------------
 
 def build_vae(arch: str, out: Path) -> Path:
-    """`sd`: the Stable Diffusion VAE architecture (f/8, 4 channels); `tiny`: f/2 without the
-    mid-block attention (quadratic in latent pixels), for memory runs with large latents."""
-    from diffusers import AutoencoderKL
+    """One of ARCHS, saved as a diffusers folder (seeded, so every run gets the same weights)."""
+    import diffusers
 
     path = out / f"vae-{arch}"
-    if path.exists():
-        return path
-    torch.manual_seed(0)
-    if arch == "sd":
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
-                            sample_size=512, scaling_factor=0.18215)
-    else:
-        vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                            up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
-                            norm_num_groups=4, sample_size=64, mid_block_add_attention=False)
-    vae.save_pretrained(path)
+    if not path.exists():
+        torch.manual_seed(0)
+        cls, config = ARCHS[arch]
+        getattr(diffusers, cls)(**config).save_pretrained(path)
     return path
+
+
+def photo(k: int) -> np.ndarray:
+    from skimage import data
+
+    return getattr(data, PHOTOS[k % len(PHOTOS)])()
 
 
 def write_images(out: Path, count: int, size: int) -> Path:
     """Random square crops of skimage photographs, resized a little larger than --size, as JPEG."""
     from PIL import Image
-    from skimage import data
 
     folder = out / f"images-{count}-{size}"
     if folder.exists():
         return folder
-    names = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "brick", "grass", "gravel",
-             "hubble_deep_field", "immunohistochemistry", "moon"]
-    photos = [getattr(data, n)() for n in names]
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     for k in range(count):
-        img = photos[k % len(photos)]
+        img = photo(k)
         h, w = img.shape[:2]
         s = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
         y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
         side = int(size * 1.25)
         Image.fromarray(img[y:y + s, x:x + s]).convert("RGB").resize((side, side)).save(
             folder / f"{k:05d}.jpg", quality=90)
+    return folder
+
+
+def write_videos(out: Path, count: int, frames: int, side: int, fps: int = 24) -> Path:
+    """Cameras panning across the photographs, H.264 in MP4, 4:3 with the shorter side a little over `side`."""
+    import av
+    from PIL import Image
+
+    folder = out / f"videos-{count}-{frames}-{side}"
+    folder.mkdir(exist_ok=True)
+    size = (side * 5 // 3 // 2 * 2, side * 5 // 4 // 2 * 2)  # even, as yuv420p needs
+    for k in range(count):
+        img = Image.fromarray(photo(k)).convert("RGB")
+        w, h = img.size[0] // 2, min(img.size[1], img.size[0] * 3 // 8)
+        with av.open(str(folder / f"{k:04d}.mp4"), "w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = size
+            stream.pix_fmt = "yuv420p"
+            for i in range(frames):
+                x = (img.size[0] - w) * i // (frames - 1)
+                frame = img.crop((x, 0, x + w, h)).resize(size, Image.BILINEAR)
+                container.mux(stream.encode(av.VideoFrame.from_image(frame)))
+            container.mux(stream.encode())
+    return folder
+
+
+def write_latents(out: Path, count: int, shape: tuple[int, ...]) -> Path:
+    """`count` .pt files of one float32 latent each, as a training repo's cache holds them."""
+    folder = out / f"latents-{count}-{'x'.join(map(str, shape))}"
+    folder.mkdir(exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    for k in range(count):
+        torch.save(torch.randn(shape, generator=g) * 5 + 0.5, folder / f"{k:06d}.pt")
     return folder
 
 
@@ -132,10 +177,11 @@ def stats_costs(versions: dict[str, ModuleType], shape: tuple[int, ...], batch: 
     return best
 
 
-def stats_section(against: str | None) -> None:
+def stats_section(args: argparse.Namespace, tmp: Path) -> None:
+    """The per-latent cost of the statistics, against another stats.py with --stats-against."""
     versions = {"this tree": load_stats(None)}
-    if against:
-        versions[Path(against).name] = load_stats(against)
+    if args.stats_against:
+        versions[Path(args.stats_against).name] = load_stats(args.stats_against)
     default = torch.get_num_threads()
     print("\nStatistics per latent (PosteriorStats.update, float64, batch 12)\n")
     print("| latent | threads | " + " | ".join(f"{name} ms" for name in versions) + " |")
@@ -148,7 +194,7 @@ def stats_section(against: str | None) -> None:
     torch.set_num_threads(default)
 
 
-# --- end to end, in subprocesses ----------------------------------------------------------------------
+# --- what runs in a child process ---------------------------------------------------------------------
 
 def naive(model: str, data: str, size: int, limit: int, batch_size: int, workers: int, device: str) -> dict:
     """The classic throw-away script: fp32, 4 loader workers, every latent kept, then .std().
@@ -168,41 +214,66 @@ def naive(model: str, data: str, size: int, limit: int, batch_size: int, workers
     with torch.no_grad():
         for x in loader:
             latents.append(vae.encode(x.to(device)).latent_dist.sample().cpu())
-    z = torch.cat(latents)
+    return kept(torch.cat(latents), start)
+
+
+def naive_latents(folder: str) -> dict:
+    """What training repos do with a latent cache: torch.load every file, torch.cat, .std()."""
+    start = time.perf_counter()
+    files = sorted(Path(folder).glob("*.pt"))
+    return kept(torch.cat([torch.load(f, weights_only=True)[None] for f in files]), start)
+
+
+def kept(z: torch.Tensor, start: float) -> dict:
+    """The naive scripts' answer: one std over every latent they kept."""
     factor = 1 / z.double().std().item()
-    seconds = time.perf_counter() - start
-    return {"images": len(z), "seconds": seconds, "factor": factor, "held_mb": z.numel() * 4 / 2**20}
+    return {"units": len(z), "seconds": time.perf_counter() - start, "factor": factor, "held_mb": z.numel() * 4 / 2**20}
 
 
-def ours(model: str, data: str, size: int, limit: int, batch_size: int, workers: int | None, device: str,
-         rel_tol: float | None = None, dtype: str = "auto") -> dict:
-    import latent_scale
+def ours(**options: Any) -> dict:
+    """latent_scale.estimate with these options, timed from the call (imports excluded, as for the naive
+    scripts); a --size sweep gives each size's factor."""
+    from latent_scale.pipeline import estimate
 
     start = time.perf_counter()
-    r = latent_scale.estimate(model=model, data=data, size=size, limit=limit, batch_size=batch_size,
-                              workers=workers, device=device, rel_tol=rel_tol, dtype=dtype, progress=False,
-                              seed=0)
-    return {"images": r.num_images, "seconds": time.perf_counter() - start, "factor": r.scale_factor,
-            "held_mb": 0.0, "stopped_early": r.run.get("stopped_early"), "dtype": r.recipe.get("dtype"),
+    out = estimate(progress=False, seed=0, **options)
+    seconds = time.perf_counter() - start
+    r, *_ = results = out if isinstance(out, list) else [out]
+    return {"units": r.num_images, "seconds": seconds, "factor": r.scale_factor, "held_mb": 0.0,
+            "factors": [x.scale_factor for x in results], "ci95": r.scale_factor_ci95,
+            "stopped_early": r.run.get("stopped_early"), "dtype": r.recipe.get("dtype"),
             "precision_check": r.run.get("precision_check"), "loop_rate": r.run.get("images_per_s")}
 
 
-def child(args: argparse.Namespace) -> None:
-    """One measurement in this fresh process; prints JSON with its peak RSS."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    fn = naive if args.child == "naive" else ours
-    kw = {"rel_tol": args.rel_tol, "dtype": args.dtype} if args.child == "ours" else {}
-    res = fn(args.model, args.data, args.size, args.limit, args.batch_size, args.workers, args.device, **kw)
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+CHILDREN: dict[str, Callable[..., dict]] = {"naive": naive, "naive_latents": naive_latents, "ours": ours}
+
+
+def child(which: str, options: str) -> None:
+    """One measurement in this fresh process; prints its result as JSON with its peak RSS."""
+    kw = json.loads(options)
+    if kw.get("threads"):
+        torch.set_num_threads(kw.pop("threads"))
+    res = CHILDREN[which](**kw)
+    res["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(res))
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS: VmHWM, which exec resets. ru_maxrss is not: Linux carries it over
+    fork + exec, so every child would report at least the parent's size at the fork."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+
+
+# --- running children and showing what they measured ----------------------------------------------------
+
 def measure(which: str, **kw: object) -> dict:
-    cmd = [sys.executable, __file__, "--child", which]
-    for k, v in kw.items():
-        if v is not None:
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
+    """CHILDREN[which](**kw) in a fresh process (None values dropped: the callee's default)."""
+    options = json.dumps({k: v for k, v in kw.items() if v is not None}, default=str)
+    cmd = [sys.executable, __file__, "--child", which, options]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -219,7 +290,25 @@ def interleaved(runs: dict[str, tuple[str, dict]], repeats: int) -> dict[str, li
 
 
 def rate(r: dict) -> float:
-    return r["images"] / r["seconds"]
+    return r["units"] / r["seconds"]
+
+
+def rates_text(rs: list[dict]) -> str:
+    """Units/s of each repeat."""
+    return " / ".join(f"{rate(r):.2f}" for r in rs)
+
+
+def ratio_text(rs: list[dict], base: list[dict]) -> str:
+    """Median over repeats of the rate against the baseline run of the same repeat."""
+    return f"{statistics.median(rate(r) / rate(b) for r, b in zip(rs, base, strict=True)):.2f}x"
+
+
+def table(header: str, rows: list[list[object]]) -> None:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    cols = header.split("|")
+    print("\n| " + " | ".join(cols) + " |\n|---|" + "---:|" * (len(cols) - 1))
+    for row in rows:
+        print("| " + " | ".join(map(str, row)) + " |", flush=True)
 
 
 def precision_text(check: dict | None) -> str:
@@ -233,6 +322,8 @@ def loop_text(rs: list[dict]) -> str:
     return " / ".join(f"{v:.2f}" for v in rates) or "–"
 
 
+# --- the sections ---------------------------------------------------------------------------------------
+
 def speed_section(args: argparse.Namespace, tmp: Path) -> None:
     """The naive script vs latent-scale in float32 vs latent-scale with the auto dtype, side by side."""
     model, data = build_vae(args.arch, tmp), write_images(tmp, args.images, args.size)
@@ -242,17 +333,14 @@ def speed_section(args: argparse.Namespace, tmp: Path) -> None:
             "latent-scale --dtype float32": ("ours", {**common, "dtype": "float32"}),
             "latent-scale --dtype auto": ("ours", {**common, "dtype": "auto"})}
     results = interleaved(runs, args.repeats)
-    base = [rate(r) for r in results["naive script (fp32, 4 workers)"]]
+    base = results["naive script (fp32, 4 workers)"]
     flops = encoder_flops(str(model), args.size)
     print(f"\nSpeed: {args.arch} VAE, {args.size} px, {args.images} images, batch {args.batch_size}, "
-          f"{args.device}, {args.repeats} interleaved repeats (images/s per repeat)\n")
-    print("| run | dtype | images/s | vs naive | TFLOP/s | loop images/s | factor | precision check |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
-    for name, rs in results.items():
-        ratios = [rate(r) / b for r, b in zip(rs, base, strict=True)]
-        print(f"| {name} | {rs[-1].get('dtype') or 'float32'} | {' / '.join(f'{rate(r):.2f}' for r in rs)} | "
-              f"{statistics.median(ratios):.2f}x | {flops * statistics.median(map(rate, rs)) / 1e12:.3f} | "
-              f"{loop_text(rs)} | {rs[-1]['factor']:.5f} | {precision_text(rs[-1].get('precision_check'))} |")
+          f"{args.device}, {args.repeats} interleaved repeats (images/s per repeat)")
+    table("run|dtype|images/s|vs naive|TFLOP/s|loop images/s|factor|precision check",
+          [[name, rs[-1].get("dtype") or "float32", rates_text(rs), ratio_text(rs, base),
+            f"{flops * statistics.median(map(rate, rs)) / 1e12:.3f}", loop_text(rs), f"{rs[-1]['factor']:.5f}",
+            precision_text(rs[-1].get("precision_check"))] for name, rs in results.items()])
     print("\nimages/s: the whole job (model loading, the float32 twin of a precision check, FLOP counting, "
           "every batch); loop images/s: latent-scale's own count of its encode loop.")
 
@@ -270,8 +358,8 @@ def workers_section(args: argparse.Namespace, tmp: Path) -> None:
     cores = os.cpu_count() or 1
     configs = worker_configs(cores)
     print(f"\nWorkers on {cores} cores (encode-loop images/s, median of {args.repeats} interleaved repeats; "
-          "dtype auto; at least 3 batches, so loading can overlap encoding)\n")
-    print("| model | size | images | batch | " + " | ".join(configs) + " |")
+          "dtype auto; at least 3 batches, so loading can overlap encoding)")
+    print("\n| model | size | images | batch | " + " | ".join(configs) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(configs))
     for arch in args.worker_models.split(","):
         model, count = build_vae(arch, tmp), args.worker_images if arch == "tiny" else max(4, args.worker_images // 8)
@@ -287,6 +375,12 @@ def workers_section(args: argparse.Namespace, tmp: Path) -> None:
             print(f"| {arch} | {size} | {n} | {batch} | " + " | ".join(cells) + " |", flush=True)
 
 
+def memory_rows(rows: list[tuple[str, dict]]) -> list[list[object]]:
+    """Seconds, rate, peak RSS and what the naive script kept, per run."""
+    return [[name, r["units"], f"{r['seconds']:.1f}", f"{rate(r):.2f}", f"{r['peak_rss_mb']:.0f}",
+             f"{r['held_mb']:.1f}", f"{r['factor']:.5f}"] for name, r in rows]
+
+
 def memory_section(args: argparse.Namespace, tmp: Path) -> None:
     """Peak RSS of the naive script (every latent kept) vs latent-scale, tiny f/2 VAE at 512 px."""
     model, n = build_vae("tiny", tmp), args.mem_images
@@ -298,12 +392,101 @@ def memory_section(args: argparse.Namespace, tmp: Path) -> None:
         rows.append((f"naive script, {count} images", measure("naive", **common)))
         rows.append((f"latent-scale float32, {count} images", measure("ours", dtype="float32", **common)))
     rows.append((f"latent-scale bfloat16, {4 * n} images", measure("ours", dtype="bfloat16", **common)))
-    print("\nMemory: tiny f/2 VAE, 512 px\n")
-    print("| run | images | seconds | images/s | peak RSS MB | latents held MB | factor |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, r in rows:
-        print(f"| {name} | {r['images']} | {r['seconds']:.1f} | {rate(r):.2f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['held_mb']:.1f} | {r['factor']:.5f} |")
+    print("\nMemory: tiny f/2 VAE, 512 px")
+    table("run|images|seconds|images/s|peak RSS MB|latents held MB|factor", memory_rows(rows))
+
+
+LATENT_RUNS = {  # --latents rows: what torch's threads, loader workers and batches change
+    "latent-scale --latents": {},
+    "latent-scale --latents, 1 thread": {"threads": 1},
+    "latent-scale --latents --batch-size 64, 1 thread": {"threads": 1, "batch_size": 64},
+    "latent-scale --latents --workers 2": {"workers": 2},
+}
+
+
+def latents_section(args: argparse.Namespace, tmp: Path) -> None:
+    """`--latents` vs the naive torch.load + torch.cat + .std() loop on N/4 and N .pt files, side by side."""
+    shape = tuple(int(s) for s in args.latent_shape.split("x"))
+    runs, base = {}, {}
+    for count in (args.latent_files // 4, args.latent_files):
+        folder = write_latents(tmp, count, shape)
+        base[count] = f"naive loop, {count} files"
+        runs[base[count]] = ("naive_latents", {"folder": folder})
+        runs.update({f"{name}, {count} files": ("ours", {"latents": folder, **kw}) for name, kw in LATENT_RUNS.items()})
+    results = interleaved(runs, args.repeats)
+    print(f"\n--latents: .pt files of {args.latent_shape} (one latent each), {args.repeats} interleaved repeats "
+          "(files/s per repeat, from the call: listing included; peak RSS of the last)")
+    table("run|files|files/s|vs naive|peak RSS MB|latents held MB|factor",
+          [[name, rs[-1]["units"], rates_text(rs), ratio_text(rs, results[base[rs[-1]["units"]]]),
+            f"{rs[-1]['peak_rss_mb']:.0f}", f"{rs[-1]['held_mb']:.1f}", f"{rs[-1]['factor']:.9f}"]
+           for name, rs in results.items()])
+    print("\nlatent-scale computes everything it reports (float64 moments per channel and per latent, "
+          "histograms, min/max, the interval); the naive loop one std. Defaults: batch 12, workers 0 on 2 cores.")
+
+
+def video_section(args: argparse.Namespace, tmp: Path) -> None:
+    """Clips/s and peak RSS of a tiny Wan-architecture VAE at N and 4N clips (flat: one batch held)."""
+    model, n = build_vae("wan", tmp), args.clips
+    data = write_videos(tmp, 4 * n, args.frames + 7, args.video_size)
+    rows = [measure("ours", model=model, data=data, frames=args.frames, size=args.video_size, limit=count,
+                    batch_size=2, dtype="float32", device=args.device) for count in (n, 4 * n)]
+    print(f"\nVideo: tiny Wan-architecture VAE (AutoencoderKLWan, 1/6 width), {args.frames} frames at "
+          f"{args.video_size} px, batch 2, float32, {args.device}")
+    table("clips|seconds|clips/s|loop clips/s|peak RSS MB|factor",
+          [[r["units"], f"{r['seconds']:.1f}", f"{rate(r):.3f}", f"{r['loop_rate'] or 0:.3f}",
+            f"{r['peak_rss_mb']:.0f}", f"{r['factor']:.5f}"] for r in rows])
+
+
+def sweep_section(args: argparse.Namespace, tmp: Path) -> None:
+    """`--size 128,256` in one pass vs one run per size: time, and factors that must agree to 1e-9."""
+    n, sizes = args.sweep_images, (128, 256)
+    common = {"model": build_vae("tiny", tmp), "data": write_images(tmp, n, max(sizes)), "limit": n,
+              "batch_size": args.batch_size, "device": args.device, "dtype": "float32"}
+    runs = {"one pass, --size 128,256": ("ours", {**common, "size": ",".join(map(str, sizes))}),
+            **{f"separate run, --size {s}": ("ours", {**common, "size": s}) for s in sizes}}
+    results = interleaved(runs, args.repeats)
+    sweep, *separate = (statistics.median(r["seconds"] for r in rs) for rs in results.values())
+    singles = [rs[-1]["factor"] for rs in list(results.values())[1:]]
+    worst = max(abs(a / b - 1) for a, b in zip(results["one pass, --size 128,256"][-1]["factors"], singles,
+                                                strict=True))
+    print(f"\nSweep: tiny f/2 VAE, {n} images, float32 (median seconds of {args.repeats} interleaved repeats)")
+    table("run|seconds|factor(s)", [[name, f"{statistics.median(r['seconds'] for r in rs):.1f}",
+                                     ", ".join(f"{f:.10f}" for f in rs[-1]["factors"])]
+                                    for name, rs in results.items()])
+    print(f"\nOne pass {sweep:.1f} s vs separate runs together {sum(separate):.1f} s "
+          f"({sum(separate) / sweep:.2f}x); largest relative factor difference {worst:.1e} (target < 1e-9).")
+
+
+def needed_text(r: dict) -> str:
+    """Images a --rel-tol run took, or that it never got there."""
+    return str(r["units"]) if r["stopped_early"] else f"> {r['units']} (not reached)"
+
+
+def within_2x(r: dict, predicted: int) -> str:
+    ratio = r["units"] / predicted if r["stopped_early"] else float("nan")
+    return f"{ratio:.2f} ({'yes' if 0.5 <= ratio <= 2 else 'no'})"
+
+
+def forecast_section(args: argparse.Namespace, tmp: Path) -> None:
+    """The forecast after 200 images vs the images `--rel-tol` actually needed (target: within 2x): with
+    the defaults (--min-images 50, checks after each batch of 12) and where the interval itself crosses."""
+    from latent_scale.forecast import images_needed
+
+    common = {"model": build_vae("tiny", tmp), "data": write_images(tmp, args.tol_images, 80), "size": 64,
+              "device": args.device, "dtype": "float32"}
+    first = measure("ours", limit=200, batch_size=args.batch_size, **common)
+    half = (first["ci95"][1] - first["ci95"][0]) / 2
+    rows = []
+    for tol in (1e-2, 3e-3):
+        predicted = images_needed(first["units"], first["factor"], half, tol)
+        default = measure("ours", rel_tol=tol, batch_size=args.batch_size, **common)
+        crossing = measure("ours", rel_tol=tol, batch_size=1, min_images=2, **common)
+        rows.append([f"{tol:g}", predicted, needed_text(default), within_2x(default, predicted),
+                     needed_text(crossing), within_2x(crossing, predicted)])
+    print(f"\nForecast: tiny f/2 VAE, 64 px, {args.tol_images} images; forecast from the first 200 (seeded order, "
+          "the order every run takes)")
+    table("--rel-tol|forecast after 200|needed, defaults|needed / forecast|needed, --min-images 2 --batch-size 1|"
+          "needed / forecast", rows)
 
 
 def tol_section(args: argparse.Namespace, tmp: Path) -> None:
@@ -312,16 +495,43 @@ def tol_section(args: argparse.Namespace, tmp: Path) -> None:
     common = {"model": build_vae("tiny", tmp), "data": data, "size": 64, "limit": args.tol_images,
               "batch_size": args.batch_size, "device": args.device, "dtype": "float32"}
     full = measure("ours", **common)
-    print(f"\n--rel-tol: tiny f/2 VAE, 64 px; full pass {full['images']} images in {full['seconds']:.1f} s, "
+    print(f"\n--rel-tol: tiny f/2 VAE, 64 px; full pass {full['units']} images in {full['seconds']:.1f} s, "
           f"factor {full['factor']:.5f}\n")
     for tol in (1e-2, 1e-3):
         r = measure("ours", rel_tol=tol, **common)
-        print(f"- --rel-tol {tol:g}: {r['images']} images, {r['seconds']:.1f} s, factor {r['factor']:.5f}")
+        print(f"- --rel-tol {tol:g}: {r['units']} images, {r['seconds']:.1f} s, factor {r['factor']:.5f}")
+
+
+CLI_COMMANDS = {"--help": ["--help"], "known": ["known"], "--version": ["--version"],
+                "estimate --size big (bad option)": ["estimate", "--size", "big"]}
+
+
+def cli_section(args: argparse.Namespace, tmp: Path) -> None:
+    """Wall time of commands that must answer before any model loads, each in a fresh process."""
+    exe = str(Path(sys.executable).with_name("latent-scale"))
+    times: dict[str, list[float]] = {name: [] for name in CLI_COMMANDS}
+    codes = {}
+    for _ in range(5):
+        for name, argv in CLI_COMMANDS.items():
+            start = time.perf_counter()
+            codes[name] = subprocess.run([exe, *argv], capture_output=True).returncode
+            times[name].append(time.perf_counter() - start)
+    print("\nCLI: wall time of `latent-scale ...` in a fresh process (5 interleaved runs; target < 1 s)")
+    table("command|exit code|median s|min s|under 1 s", [
+        [f"latent-scale {name}", codes[name], f"{statistics.median(ts):.2f}", f"{min(ts):.2f}",
+         "yes" if statistics.median(ts) < 1 else "no"] for name, ts in times.items()])
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
+    "cli": cli_section, "stats": stats_section, "speed": speed_section, "latents": latents_section,
+    "video": video_section, "sweep": sweep_section, "forecast": forecast_section, "workers": workers_section,
+    "memory": memory_section, "tol": tol_section}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", default="stats,speed,memory,tol", help=f"comma-separated, of {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default="cli,stats,speed,latents,video,sweep,forecast,memory,tol",
+                   help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--arch", default="sd", choices=["sd", "tiny"], help="VAE for the speed rows")
     p.add_argument("--size", type=int, default=256, help="image size for the speed rows")
     p.add_argument("--images", type=int, default=24, help="images for the speed rows")
@@ -329,38 +539,34 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker-images", type=int, default=96, help="images per tiny-VAE workers run (SD: 1/8)")
     p.add_argument("--worker-models", default="tiny,sd", help="VAEs for the workers rows: tiny, sd or both")
     p.add_argument("--mem-images", type=int, default=128, help="N for the memory rows (tiny f/2 VAE, 512 px)")
-    p.add_argument("--tol-images", type=int, default=3000, help="images for the --rel-tol rows (tiny VAE, 64 px)")
+    p.add_argument("--tol-images", type=int, default=3000, help="images for the tol and forecast rows (64 px)")
+    p.add_argument("--latent-files", type=int, default=2000, help="N for the latents rows (and N/4)")
+    p.add_argument("--latent-shape", default="4x64x64", help="shape of each latent file")
+    p.add_argument("--clips", type=int, default=8, help="N for the video rows (and 4N)")
+    p.add_argument("--frames", type=int, default=17, help="frames per clip for the video rows")
+    p.add_argument("--video-size", type=int, default=128, help="frame size for the video rows")
+    p.add_argument("--sweep-images", type=int, default=48, help="images for the sweep rows")
     p.add_argument("--stats-against", help="another stats.py to time beside this tree's")
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--child", choices=["naive", "ours"], help=argparse.SUPPRESS)
-    for hidden in ("model", "data"):
-        p.add_argument(f"--{hidden}", help=argparse.SUPPRESS)
-    for hidden in ("limit", "workers", "threads"):
-        p.add_argument(f"--{hidden}", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--rel-tol", type=float, help=argparse.SUPPRESS)
-    p.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=2, metavar=("WHICH", "OPTIONS_JSON"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main() -> None:
     args = parse()
     if args.child:
-        return child(args)
+        return child(*args.child)
     chosen = args.sections.split(",")
     unknown = set(chosen) - set(SECTIONS)
     if unknown:
         sys.exit(f"unknown --sections {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"device {args.device}, load average {os.getloadavg()[0]:.1f}")
-    if "stats" in chosen:
-        stats_section(args.stats_against)
-    runners: dict[str, Any] = {"speed": speed_section, "workers": workers_section, "memory": memory_section,
-                               "tol": tol_section}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in SECTIONS[1:]:
+        for name, section in SECTIONS.items():
             if name in chosen:
-                runners[name](args, Path(tmp))
+                section(args, Path(tmp))
 
 
 if __name__ == "__main__":

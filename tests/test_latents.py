@@ -276,3 +276,30 @@ def test_estimate_from_latents_equals_numpy(tmp_path: Path, measure: Callable[..
     np.testing.assert_allclose(result["mean"], flat.mean(), rtol=1e-12)
     np.testing.assert_allclose(result["scale_factor"], 1 / flat.std(ddof=1), rtol=1e-12)
     assert result["num_images"] == 6
+
+
+@pytest.mark.parametrize("layout", ["plain", "dict", "batch", "view", "bf16", "transposed", "tar"])
+def test_pt_read_in_place_equals_torch_load(tmp_path: Path, layout: str, options: Callable[..., Any]) -> None:
+    """.pt files are read at their offsets when plain (contiguous floats); every layout, in place or
+    through torch.load, gives exactly what torch.load gives."""
+    base = torch.from_numpy(latents(3)[0] if layout != "batch" else np.stack(latents(3)))
+    tensor = {"view": base[1:3] if layout != "batch" else base, "bf16": base.to(torch.bfloat16),
+              "transposed": base.transpose(1, 2)}.get(layout, base)
+    path = tmp_path / "x.pt"
+    torch.save({"latent": tensor, "step": 3} if layout == "dict" else tensor, path)
+    if layout == "tar":
+        with tarfile.open(tmp_path / "s.tar", "w") as tf:
+            tf.add(path, arcname="x.pt")
+        path.unlink()
+    source = LatentSource.open(str(tmp_path), options(key="latent" if layout == "dict" else None))
+    expected = [tensor] if tensor.dim() == 3 else list(tensor)
+    assert len(source) == len(expected)
+    for i, want in enumerate(expected):
+        assert torch.equal(source.load(i), want) and source.load(i).dtype == want.dtype
+
+
+def test_pt_of_integers_is_still_refused(tmp_path: Path, options: Callable[..., Any]) -> None:
+    torch.save(torch.ones(4, 8, 8, dtype=torch.int32), tmp_path / "ints.pt")
+    source = LatentSource.open(str(tmp_path), options())
+    with pytest.raises(Exception, match="float"):
+        source.load(0)

@@ -30,9 +30,10 @@ class Result(dict):
 
 
 def versions() -> dict[str, str]:
-    import diffusers
+    """From the installed metadata: a --latents run never needs to import diffusers (0.75 s)."""
+    from importlib.metadata import version
 
-    return {"latent_scale": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__}
+    return {"latent_scale": __version__, "torch": torch.__version__, "diffusers": version("diffusers")}
 
 
 def histogram_edges_for(info: dict[str, Any]) -> torch.Tensor:

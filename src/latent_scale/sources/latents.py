@@ -1,8 +1,10 @@
 """Cached latents: .npy, .npz, .safetensors and .pt/.pth files (a folder, glob, .txt list or tar
 shards), parquet latent columns, and the folders --save-latents writes.
 
-Listing reads headers only (the npy and safetensors headers, .npz member headers, a memory-mapped
-torch.load), so a million latents are enumerated without reading one. Every latent is one unit:
+Listing reads headers only (the npy and safetensors headers, .npz member headers, the pickle of a
+.pt zip; torch.load only for .pt files that parse does not know), so a million latents are
+enumerated without reading one; plain .pt tensors are then read at their offsets like .npy
+(a 4x64x64 latent: header 65 µs, read 12 µs; torch.load takes 170 µs). Every latent is one unit:
 a file holds one latent (C, H, W) / (C, T, H, W) or a batch of them with a leading dimension.
 """
 
@@ -14,8 +16,10 @@ import io
 import json
 import math
 import os
+import pickle
+import struct
 import zipfile
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +39,8 @@ FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 NUMPY_FLOATS = {np.dtype("<f2"): torch.float16, np.dtype("<f4"): torch.float32, np.dtype("<f8"): torch.float64}
 SAFETENSORS_FLOATS = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 MMAP_BYTES = 1 << 22  # .pt files larger than this are memory-mapped
+PT_STORAGES = {"HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16, "FloatStorage": torch.float32,
+               "DoubleStorage": torch.float64}
 LOGVAR_CLAMP = (-30.0, 20.0)  # as LDM's and diffusers' DiagonalGaussianDistribution clamp it
 
 
@@ -47,6 +53,7 @@ class Header:
     offset: int = 0  # where its data starts (npy, safetensors; within the member for .npz)
     member: str = ""  # the .npz member or the key holding it
     fortran: bool = False
+    in_place: bool = True  # its bytes lie at `offset`; False: only torch.load can read it
 
 
 class Window(io.RawIOBase):
@@ -81,6 +88,14 @@ class Window(io.RawIOBase):
     def close(self) -> None:
         self.file.close()
         super().close()
+
+
+def open_bytes(loc: TarMember) -> BinaryIO:
+    """A unit's bytes as a buffered file: the file itself when the unit is a whole file (the common
+    case, and the fastest), else a Window on its range (zipfile reads in small pieces)."""
+    if not loc.error and loc.offset == 0 and loc.size == os.path.getsize(loc.tar):
+        return open(loc.tar, "rb")  # noqa: SIM115 - the caller closes it
+    return io.BufferedReader(Window(loc))
 
 
 def _npy_header(f: BinaryIO, member: str = "") -> Header:
@@ -169,27 +184,107 @@ class Format(NamedTuple):
 def _raw(headers_of: Callable[[BinaryIO], dict[str, Header]]) -> Format:
     """A format whose tensors lie uncompressed at header offsets (npy, safetensors)."""
     def headers(loc: TarMember) -> dict[str, Header]:
-        with Window(loc) as f:
+        with open_bytes(loc) as f:
             return headers_of(f)
 
     def read(loc: TarMember, h: Header, row: int | None) -> torch.Tensor:
-        with Window(loc) as f:
+        with open_bytes(loc) as f:
             return read_raw(f, h, row)
 
     return Format(headers, read)
 
 
 def _npz_read(loc: TarMember, h: Header, row: int | None) -> torch.Tensor:
-    with Window(loc) as f, zipfile.ZipFile(f) as z, z.open(h.member) as m:
+    with open_bytes(loc) as f, zipfile.ZipFile(f) as z, z.open(h.member) as m:
         return read_raw(m, h, row)
 
 
+class Stored(NamedTuple):
+    """A float tensor of a torch.save zip as its pickle describes it, before any data is read."""
+
+    dtype: torch.dtype
+    record: str  # its storage's zip record, data/<record>
+    offset: int  # in elements
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+def _stored(storage: tuple[torch.dtype, str], offset: int, shape: tuple[int, ...], stride: tuple[int, ...],
+            *_: Any) -> Stored:
+    return Stored(*storage, offset, tuple(shape), tuple(stride))
+
+
+class LayoutUnpickler(pickle.Unpickler):
+    """Reads the pickle of a torch.save zip without building tensors (torch.load's unpickler costs more
+    than reading a small latent). It knows only float tensors in (ordered) dicts, a subset of what
+    weights_only=True allows; anything else raises and the file goes through torch.load as before."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _stored
+        if (module, name) == ("collections", "OrderedDict"):
+            return OrderedDict
+        if module == "torch" and name in PT_STORAGES:
+            return PT_STORAGES[name]
+        raise pickle.UnpicklingError(f"{module}.{name} is left to torch.load")
+
+    def persistent_load(self, pid: Any) -> tuple[torch.dtype, str]:
+        kind, dtype, record, _location, _numel = pid
+        if kind != "storage" or not isinstance(dtype, torch.dtype):
+            raise pickle.UnpicklingError("not a typed storage")
+        return dtype, str(record)
+
+
+def _contiguous(t: Stored) -> bool:
+    expected = [math.prod(t.shape[d + 1:]) for d in range(len(t.shape))]
+    return math.prod(t.shape) > 0 and all(n == 1 or s == e for n, s, e in zip(t.shape, t.stride, expected, strict=True))
+
+
+def _data_start(f: BinaryIO, info: zipfile.ZipInfo) -> int:
+    """Where a stored (uncompressed) zip record's bytes begin: after its local header."""
+    f.seek(info.header_offset + 26)
+    name_length, extra_length = struct.unpack("<HH", f.read(4))
+    return info.header_offset + 30 + name_length + extra_length
+
+
+def _pt_in_place(loc: TarMember) -> dict[str, Header] | None:
+    """Headers of a torch.save zip whose tensors are contiguous little-endian floats stored uncompressed,
+    which are then read at their offsets like .npy; None leaves the file to torch.load."""
+    try:
+        with open_bytes(loc) as f, zipfile.ZipFile(f) as z:
+            return _zip_headers(f, z)
+    except Exception:  # noqa: BLE001 - anything unusual is torch.load's to judge, as before
+        return None
+
+
+def _zip_headers(f: BinaryIO, z: zipfile.ZipFile) -> dict[str, Header] | None:
+    records = {info.filename.split("/", 1)[-1]: info for info in z.infolist()}
+    if "byteorder" in records and z.read(records["byteorder"]) != b"little":
+        return None
+    obj = LayoutUnpickler(io.BytesIO(z.read(records["data.pkl"]))).load()
+    found = {"": obj} if isinstance(obj, Stored) else dict(obj) if isinstance(obj, dict) else {}
+    headers = {}
+    for k, t in found.items():
+        if not isinstance(t, Stored):
+            continue
+        info = records[f"data/{t.record}"]
+        end = (t.offset + math.prod(t.shape)) * t.dtype.itemsize
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size < end or not _contiguous(t):
+            return None
+        headers[str(k)] = Header(t.shape, t.dtype, _data_start(f, info) + t.offset * t.dtype.itemsize, str(k))
+    return headers or None
+
+
 def _torch_headers(loc: TarMember) -> dict[str, Header]:
-    return {k: Header(tuple(t.shape), t.dtype if t.dtype in FLOATS else str(t.dtype), member=k)
-            for k, t in _torch_tensors(loc).items()}
+    return _pt_in_place(loc) or {
+        k: Header(tuple(t.shape), t.dtype if t.dtype in FLOATS else str(t.dtype), member=k, in_place=False)
+        for k, t in _torch_tensors(loc).items()}
 
 
 def _torch_read(loc: TarMember, h: Header, row: int | None) -> torch.Tensor:
+    if h.in_place:
+        with open_bytes(loc) as f:
+            return read_raw(f, h, row)
     t = _torch_tensors(loc)[h.member]
     return (t if row is None else t[row]).clone()
 
@@ -424,21 +519,22 @@ class LatentSource(Source):
             raise ValueError(f"has shape {tuple(x.shape)}; a latent is (C, H, W) or (C, T, H, W)")
         if self.channels is not None and x.shape[0] != self.channels:
             raise ValueError(f"has {x.shape[0]} channels where {self.reference} has {self.channels}")
-        if not torch.isfinite(x).all():
+        # one fast reduction: a NaN or inf makes the sum non-finite; only then (or on overflow) check each value
+        if not math.isfinite(x.sum()) and not torch.isfinite(x).all():
             raise ValueError("contains NaN or infinite values")
         return x
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A batch of stored latents (B, C, ...) -> (mean in float64, logvar | None), in the encoder's
         place. --input-scale F is undone: z / F, and logvar - 2 log F."""
-        scale = self.input_scale or 1.0
+        scale = self.input_scale
         if not self.moments:
-            return x.double() / scale, None
+            return _unscaled(x, scale), None
         mean, logvar = x.chunk(2, dim=1)
         logvar = logvar.to(self.logvar_dtype).clamp(*LOGVAR_CLAMP)
-        if self.input_scale:
+        if scale:
             logvar = logvar.double() - 2 * math.log(scale)
-        return mean.double() / scale, logvar
+        return _unscaled(mean, scale), logvar
 
     def noise_key(self, index: int) -> int:
         return index if self.keys is None else self.keys[index]
@@ -468,6 +564,11 @@ class LatentSource(Source):
     def signature(self) -> str:
         return file_signature(sorted({u.loc.tar for u in self.units if isinstance(u, FileUnit)} |
                                      {f for u in self.units if isinstance(u, RowUnit) for f in u.column.files}))
+
+
+def _unscaled(x: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """x / scale in float64; without --input-scale no division (a pass over the batch saved, same bits)."""
+    return x.double() / scale if scale else x.double()
 
 
 def _first_channels(ids: list[str], units: list[Unit]) -> tuple[int | None, str]:
