@@ -138,14 +138,16 @@ def drive(batches: Any, step: Accumulate, state: Run, opts: Options, ckpt: Check
 
     def after_batch(units: int) -> str | None:
         bar.update(units)
-        f, half = interval(state, opts.posterior)
-        seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
-        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,)))
-        bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else ""), refresh=False)
         if signals.requested:
             raise KeyboardInterrupt
         if ckpt and ckpt.due():
             ckpt.save(state)
+        if not show and opts.rel_tol is None:
+            return None  # nobody reads the running interval: latent caches feel its cost
+        f, half = interval(state, opts.posterior)
+        seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
+        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,)))
+        bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else ""), refresh=False)
         if opts.rel_tol is not None and state.num_units >= opts.min_images and half < opts.rel_tol * f:
             return f"95% interval within ±{opts.rel_tol:g} after {state.num_units} {unit}s"
         return None
