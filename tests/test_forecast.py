@@ -110,3 +110,9 @@ def test_forecast_after_200_images_is_within_a_factor_2_of_what_rel_tol_needs(
         assert len(reached), f"±{tol} is not reached within 3000 images"
         needed = int(reached[0]) + 50
         assert needed / 2 <= predicted <= 2 * needed, (tol, predicted, needed)
+
+
+def test_forecast_never_says_fewer_images_than_rel_tol_stops_at() -> None:
+    """--rel-tol never stops before --min-images, so a target reached at once still forecasts the floor."""
+    quick = forecast(200, 0.2, 0.0002, seconds=2.0, rel_tols=(1e-2,), floor=50)["targets"]
+    assert [t["images"] for t in quick] == [200, 50]  # ±0.1 %: ceil(200·(0.0002/0.0002)²); ±1 %: 2 → 50

@@ -35,17 +35,19 @@ def images_needed(n: int, factor: float, half_width: float, rel_tol: float,
 
 
 def forecast(n: int, factor: float, half_width: float, seconds: float, rel_tols: tuple[float | None, ...] = (),
-             population: int | None = None) -> dict[str, Any]:
+             population: int | None = None, floor: int = 2) -> dict[str, Any]:
     """±0.1 % and each of `rel_tols`: images needed and the seconds they take at n / seconds.
 
-    With a `population` larger than n (a --limit subset) each target also carries the images and
-    seconds that pin the full data set's own value. `seconds` must be the time these n images took.
+    `floor` is --min-images: --rel-tol never stops before it, so no forecast is below it. With a
+    `population` larger than n (a --limit subset) each target also carries the images and seconds
+    that pin the full data set's own value. `seconds` must be the time these n images took.
     """
     rate = n / seconds if seconds > 0 and n > 0 else None
     subset = population is not None and population > n
     targets = []
     for tol in dict.fromkeys(t for t in (PRECISE, *rel_tols) if t):
         images = images_needed(n, factor, half_width, tol)
+        images = None if images is None else max(images, floor)
         row = {"rel_tol": tol, "images": images, "seconds": _seconds(images, rate)}
         if subset:
             row["images_dataset"] = images_needed(n, factor, half_width, tol, population)

@@ -146,7 +146,7 @@ def drive(batches: Any, step: Accumulate, state: Run, opts: Options, ckpt: Check
             return None  # nobody reads the running interval: latent caches feel its cost
         f, half = interval(state, opts.posterior)
         seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
-        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,)))
+        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,), floor=opts.min_images))
         bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else ""), refresh=False)
         if opts.rel_tol is not None and state.num_units >= opts.min_images and half < opts.rel_tol * f:
             return f"95% interval within ±{opts.rel_tol:g} after {state.num_units} {unit}s"

@@ -239,7 +239,7 @@ def _result(v: int, state: Run, posteriors: Posteriors, source: Source, recipe: 
     info = {**run_info, "upcast_chunks": sum(part["upcast_chunks"] for part in parts),
             "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
             "forecast": forecast(stats.num_images, *stats.interval(opts.posterior), run_info["seconds"],
-                                 (opts.rel_tol,), population(recipe, skipped)),
+                                 (opts.rel_tol,), population(recipe, skipped), opts.min_images),
             **speed(posteriors, stats.num_images, run_info["seconds"])}
     shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
     result = build_result(stats, posteriors.model, recipe, skipped, posterior=stats.key(opts.posterior), run=info,
