@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import Checkpoint, ForceQuit, StopSignals
+from .encode import Posterior
 from .errors import InputError, Interrupted
 from .forecast import forecast, postfix
 from .latent_cache import LatentCache
@@ -25,8 +26,6 @@ from .options import Options
 from .sources.base import Batch, Source
 from .state import FRAME_PARTS, Run
 from .stats import PosteriorStats
-
-Posterior = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def noise(keys: list[int], shape: torch.Size, seed: int) -> torch.Tensor:

@@ -113,6 +113,8 @@ def _source_and_posteriors(opts: Options, rank: int, world: int) -> tuple[Source
         return source, Posteriors(source.posterior, model, torch.device("cpu"), "float64", source.moments)
     source = open_source(opts)
     encoder = _load_encoder(opts, distributed.device_for(opts.device, rank, world), opts.dtype)
+    if not encoder.stochastic and opts.posterior != "mode":  # said once, not again by the float32 twin
+        warnings.warn(f"{encoder.info.class_name} is deterministic: reporting the posterior mode", stacklevel=2)
     source.adapt(encoder)
     chunked = _chunked(encoder, opts)
     return source, Posteriors(chunked, _model_field(encoder, opts), encoder.device,
@@ -131,8 +133,6 @@ def _load_encoder(opts: Options, device: str, dtype: str) -> Encoder:
     diffusers_logging.set_verbosity_error()
     encoder = load_model(opts.model or DEFAULT_MODEL, subfolder=opts.subfolder, revision=opts.revision,
                          variant=opts.variant, device=device, dtype=dtype)
-    if not encoder.stochastic and opts.posterior != "mode":
-        warnings.warn(f"{encoder.info.class_name} is deterministic: reporting the posterior mode", stacklevel=2)
     if opts.tiling:
         encoder.enable_tiling()
     return encoder

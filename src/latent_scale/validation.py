@@ -15,11 +15,11 @@ import re
 from typing import Any
 
 from .errors import InputError
+from .io import CHECKPOINT_KIND
+from .options import POSTERIORS
 
 MAX_COUNT = 2**53  # float64 holds every whole number below this exactly
 MAX_CHANNELS = 1 << 16
-CHECKPOINT_KIND = "latent-scale-checkpoint"
-POSTERIORS = ("sample", "mode", "expected_sample")
 DAMAGED = "the file is damaged or was edited"
 SHARD = re.compile(r"(\d+)/(\d+)")
 MOMENTS = ("n", "mean", "m2", "m3", "m4")
