@@ -248,10 +248,10 @@ def test_histogram_counts_match_numpy_and_merge_in_any_order() -> None:
     z = g.standard_normal((40, 4, 6, 6)) * np.array([1.0, 3.0, 0.2, 40.0])[None, :, None, None]
     edges = histogram_edges(unit=1.0)
     whole = Histogram(edges, 4)
-    whole.update(LatentStats.channel_rows(torch.from_numpy(z)))
+    whole.update(torch.from_numpy(z).reshape(40 * 4, -1))  # rows (image, channel)
     parts = [Histogram(edges, 4) for _ in range(3)]
     for k in g.permutation(40):
-        parts[k % 3].update(LatentStats.channel_rows(torch.from_numpy(z[k:k + 1])))
+        parts[k % 3].update(torch.from_numpy(z[k]).reshape(4, -1))
     parts[2].merge(parts[0])
     parts[2].merge(parts[1])
     assert torch.equal(parts[2].counts, whole.counts)

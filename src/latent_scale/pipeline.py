@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,26 @@ class Posteriors:
 
 def run(opts: Options) -> list[Result]:
     """The recipe, in the order it happens."""
+    with _collector_off_old_objects():
+        return _run(opts)
+
+
+@contextlib.contextmanager
+def _collector_off_old_objects() -> Iterator[None]:
+    """Freeze what existed before the run (torch's module graph) for its duration: listing and reading
+    many small files makes objects fast enough to start full collections, each of which walked that
+    graph (0.2 s of a 0.5 s run over 2,000 latent files). A caller that froze objects itself keeps them."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _run(opts: Options) -> list[Result]:
     rank, world = distributed.init()
     _check_run(opts, rank, world)
     source, posteriors = _source_and_posteriors(opts, rank, world)

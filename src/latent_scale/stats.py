@@ -21,10 +21,7 @@ Z95 = 1.959963984540054
 class Workspace:
     """Named buffers that one update after another reuses. On CPU a fresh batch-sized temporary is
     typically handed back to the OS when freed and page-faulted in again by the next update, which
-    cost more than the arithmetic done in it (scripts/bench.py, statistics rows).
-
-    Every buffer is laid out exactly as the allocation it replaces (a reduction's float64 sum
-    depends on the memory order it walks), so results are bit-identical with or without one."""
+    cost more than the arithmetic done in it (scripts/bench.py, statistics rows)."""
 
     def __init__(self) -> None:
         self._flat: dict[str, torch.Tensor] = {}
@@ -37,25 +34,14 @@ class Workspace:
             buf = self._flat[name] = torch.empty(n, dtype=dtype, device=device)
         return buf[:n].view(shape)
 
-    def like(self, name: str, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
-        """A buffer with x's strides, as an elementwise op on a dense x lays out its result;
-        None (let the op allocate) when x is not dense."""
-        if memory_order(x) is None:
-            return None
-        return self.get(name, (x.numel(),), dtype or x.dtype, x.device).as_strided(x.shape, x.stride())
-
-    def reshaped(self, name: str, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """x.reshape(shape): a view when the strides allow, else a contiguous copy (into the buffer)."""
+    def rows(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) -> (B·C, values): one row per image and channel, a view of a contiguous z
+        (the common case), else a contiguous copy into a buffer."""
+        shape = (z.shape[0] * z.shape[1], z[0, 0].numel())
         try:
-            return x.view(shape)
+            return z.view(shape)
         except RuntimeError:
-            return self.get(name, tuple(x.shape), x.dtype, x.device).copy_(x).view(shape)
-
-
-def memory_order(x: torch.Tensor) -> torch.Tensor | None:
-    """x's elements as a 1-D view in the order they lie in memory; None if x is not dense."""
-    p = x.permute(sorted(range(x.ndim), key=lambda i: -x.stride(i)))
-    return p.view(-1) if p.is_contiguous() else None
+            return self.get("rows", tuple(z.shape), z.dtype, z.device).copy_(z).view(shape)
 
 
 @dataclass
@@ -74,16 +60,26 @@ class Moments:
 
     @classmethod
     def of(cls, x: torch.Tensor, work: Workspace | None = None) -> Moments:
-        """Two-pass moments of each row of x (groups, values) — exact within a batch."""
-        x = x.double()
+        """Two-pass moments of each row of x (groups, values) in float64, whatever x's float dtype."""
         work = work or Workspace()
-        mean = x.mean(dim=1)
-        d = torch.sub(x, mean[:, None], out=work.like("d", x))
-        d2 = torch.mul(d, d, out=work.like("d2", d))
+        mean = x.mean(dim=1, dtype=torch.float64)
+        d = torch.sub(x, mean[:, None], out=work.get("d", tuple(x.shape), torch.float64, x.device))
+        d2 = torch.mul(d, d, out=work.get("d2", tuple(x.shape), torch.float64, x.device))
         n = torch.full_like(mean, x.shape[1])
         m2 = d2.sum(1)
         m3 = torch.mul(d2, d, out=d).sum(1)
         return cls(n, mean, m2, m3, d2.mul_(d2).sum(1))
+
+    def pooled(self, groups: int) -> Moments:
+        """Rows laid out (groups, k) merged over the groups into k, in one step: about the pooled mean,
+        each group's central sums gain the powers of its offset δ (the k-group form of Pébay's update)."""
+        n, mean, m2, m3, m4 = (t.view(groups, -1) for t in self._fields())
+        total = n.sum(0)
+        mu = (n * mean).sum(0) / total
+        d = mean - mu
+        nd2 = n * d * d
+        return Moments(total, mu, (m2 + nd2).sum(0), (m3 + d * (3 * m2 + nd2)).sum(0),
+                       (m4 + d * (4 * m3 + d * (6 * m2 + nd2))).sum(0))
 
     def merge(self, o: Moments) -> Moments:
         """Pébay's pairwise update: exact for any split and order of the data."""
@@ -166,32 +162,28 @@ class Histogram:
     """Per-channel counts over fixed edges; slot 0 counts values below edges[0], the last slot
     values at or above edges[-1], slot k the bin [edges[k-1], edges[k]). Counts add exactly."""
 
-    CHUNK = 1 << 15  # values per piece in slots(): temporaries that stay in cache
-
     def __init__(self, edges: torch.Tensor, channels: int) -> None:
         self.edges = edges.to(torch.float64).cpu()
         self.counts = torch.zeros((channels, len(edges) + 1), dtype=torch.int64)
-        self._lookup: dict[torch.device, _SlotLookup] = {}
+        self._lookup: dict[tuple[torch.device, torch.dtype], _SlotLookup] = {}
 
     def update(self, rows: torch.Tensor, work: Workspace | None = None) -> None:
-        """rows: (C, values) on any device."""
-        rows = rows if memory_order(rows) is not None else rows.contiguous()
-        idx = self.slots(rows, (work or Workspace()).like("slots", rows, torch.int64))
-        idx += torch.arange(rows.shape[0], device=rows.device)[:, None] * self.counts.shape[1]
-        counts = torch.bincount(memory_order(idx), minlength=self.counts.numel())
+        """rows: (B·C, values), row r holding channel r % C, on any device."""
+        work = work or Workspace()
+        x = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()  # exact
+        idx = self.slots(x, work)
+        channel = torch.arange(x.shape[0], device=x.device, dtype=idx.dtype) % self.counts.shape[0]
+        idx += channel[:, None] * self.counts.shape[1]
+        counts = torch.bincount(idx.view(-1), minlength=self.counts.numel())
         self.counts += counts.view_as(self.counts).cpu()
 
-    def slots(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """torch.bucketize(x, edges, right=True), into `out` (x dense, out laid out like x): the same
-        integers, 4-5x cheaper (see _SlotLookup), in pieces whose temporaries stay in cache."""
-        if x.device not in self._lookup:
-            self._lookup[x.device] = _SlotLookup(self.edges.to(x.device))
-        lookup = self._lookup[x.device]
-        out = torch.empty_like(x, dtype=torch.int64) if out is None else out
-        pieces = zip(memory_order(x).split(self.CHUNK), memory_order(out).split(self.CHUNK), strict=True)
-        for part, dest in pieces:
-            lookup(part, dest)
-        return out
+    def slots(self, x: torch.Tensor, work: Workspace | None = None) -> torch.Tensor:
+        """torch.bucketize(x, edges, right=True) for float32/float64 x, as a contiguous int32 tensor:
+        the same integers, 15x cheaper (see _SlotLookup)."""
+        key = (x.device, x.dtype)
+        if key not in self._lookup:
+            self._lookup[key] = _SlotLookup(self.edges, x.dtype, x.device)
+        return self._lookup[key](x, work or Workspace())
 
     def merge(self, other: Histogram) -> None:
         if not torch.equal(self.edges, other.edges):
@@ -221,39 +213,54 @@ class Histogram:
 
 
 class _SlotLookup:
-    """Exact bucketize without a binary search per value (35 ns/value on CPU, mostly mispredicted
-    branches): a uniform grid over [edges[0], edges[-1]] with cells no wider than the narrowest bin
-    gives each value a guess within an edge or two, then whole-tensor steps move every guess up
-    while x >= edges[g] and down while x < edges[g-1]. The answer is fixed by those two
-    comparisons alone, so it equals bucketize's whatever the grid's rounding."""
+    """Exact bucketize as two table lookups, without a binary search per value (35 ns/value on CPU,
+    mostly mispredicted branches).
+
+    x >= edge is decided in x's own dtype against the edge rounded up into it (the same answer for
+    every x of that dtype). cell(x) = trunc(clamp((x - lo) · inv)) is monotone in x, since every step
+    rounds monotonically, so an edge whose cell is below x's is <= x and one whose cell is above is
+    > x; the grid is fine enough that a cell holds at most one edge, which x is compared with. Cells
+    are found by running cell() itself on the edges, so the answer equals bucketize's whatever the
+    rounding. Where a cell would hold two edges (equal edges, or a grid too coarse), and for NaN,
+    bucketize itself is used."""
 
     MAX_CELLS = 1 << 16
 
-    def __init__(self, edges: torch.Tensor) -> None:
-        self.edges = edges
-        nan = torch.full((1,), math.nan, dtype=edges.dtype, device=edges.device)
-        self.above = torch.cat([edges, nan])  # above[g] = edges[g]; nan: slot len(edges) never moves up
-        self.below = torch.cat([nan, edges])  # below[g] = edges[g-1]; nan: slot 0 never moves down
-        span = float(edges[-1] - edges[0]) if len(edges) else 0.0
-        gap = float(torch.diff(edges).min()) if len(edges) > 1 else 0.0
-        gridded = gap > 0 and math.isfinite(span)
-        self.cells = math.ceil(min(self.MAX_CELLS, span / gap)) if gridded else 1
-        self.lo = float(edges[0]) if len(edges) else 0.0
-        self.inv = self.cells / span if gridded else 0.0
-        starts = self.lo + torch.arange(self.cells, dtype=edges.dtype, device=edges.device) * (span / self.cells)
-        self.guess = torch.bucketize(starts, edges, right=True)
-
-    def __call__(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        """x: 1-D; out: int64 like x."""
-        cell = (x - self.lo).mul_(self.inv).clamp_(0, self.cells - 1)
-        if not math.isfinite(float(cell.sum())):  # NaN (bucketize puts it last): not worth a special path
-            torch.bucketize(x, self.edges, right=True, out=out)
+    def __init__(self, edges: torch.Tensor, dtype: torch.dtype, device: torch.device) -> None:
+        self.edges = _round_up(edges, dtype).to(device)
+        span = float(self.edges[-1].double() - self.edges[0].double()) if len(edges) else 0.0
+        gap = float(torch.diff(self.edges.double()).min()) if len(edges) > 1 else 0.0
+        self.exact = gap > 0 and math.isfinite(span)
+        if not self.exact:
             return
-        g = torch.index_select(self.guess, 0, cell.long(), out=out)  # 4x cheaper than guess[...]
-        while (up := x >= self.above.index_select(0, g)).any():
-            g += up
-        while (down := x < self.below.index_select(0, g)).any():
-            g -= down.long()
+        self.cells = math.ceil(min(self.MAX_CELLS, 2 * span / gap))
+        self.lo, self.inv = float(self.edges[0]), self.cells / span
+        cell = self.cell(self.edges).long()
+        self.exact = int(torch.bincount(cell, minlength=self.cells).max()) <= 1
+        self.base = torch.searchsorted(cell, torch.arange(self.cells, device=device), out_int32=True)  # below
+        self.edge_in = torch.full((self.cells,), math.nan, dtype=dtype, device=device).index_put_((cell,), self.edges)
+
+    def cell(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Each value's grid cell, as a float of x's dtype (NaN stays NaN)."""
+        return torch.sub(x, self.lo, out=out).mul_(self.inv).clamp_(0, self.cells - 1)
+
+    def __call__(self, x: torch.Tensor, work: Workspace) -> torch.Tensor:
+        shape = tuple(x.shape)
+        out = work.get("slots", shape, torch.int32, x.device)  # int32 halves the traffic of int64
+        if self.exact:
+            cell = self.cell(x, work.get("cell", shape, x.dtype, x.device))
+            if math.isfinite(float(cell.sum())):  # no NaN: its cell would be no integer
+                index = work.get("index", shape, torch.int32, x.device).copy_(cell).view(-1)
+                edge = torch.index_select(self.edge_in, 0, index, out=cell.view(-1)).view(shape)
+                above = torch.ge(x, edge, out=work.get("above", shape, torch.bool, x.device))
+                return torch.index_select(self.base, 0, index, out=out.view(-1)).view(shape).add_(above)
+        return torch.bucketize(x, self.edges, right=True, out_int32=True, out=out)
+
+
+def _round_up(edges: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Each float64 edge e as the least value t of `dtype` with t >= e, so that x >= e <=> x >= t."""
+    t = edges.to(dtype)
+    return torch.where(t.double() < edges, torch.nextafter(t, torch.tensor(math.inf, dtype=dtype)), t)
 
 
 def _interp(x: float, xs: torch.Tensor, ys: torch.Tensor) -> float:
@@ -281,14 +288,15 @@ class ImageMoments:
         self.mean = torch.zeros(2, dtype=torch.float64)
         self.comoment = torch.zeros(2, 2, dtype=torch.float64)
 
-    def update(self, z: torch.Tensor, work: Workspace | None = None) -> None:
-        work = work or Workspace()
-        flat = work.reshaped("flat", z.double(), (z.shape[0], z[0].numel()))
+    def update(self, per: Moments, images: int) -> None:
+        """per: the moments of each (image, channel) row, laid out (images, channels). An image's a and c
+        follow from its channels' means and M2 exactly, without another pass over its values."""
+        n, mean, m2 = (t.view(images, -1) for t in (per.n, per.mean, per.m2))
         if self.ref is None:
-            self.ref = float(flat.mean())
-        d = torch.sub(flat, self.ref, out=work.like("d", flat))
-        a = d.mean(1)
-        ac = torch.stack([a, d.mul_(d).mean(1)], dim=1).cpu()
+            self.ref = float((n * mean).sum() / n.sum())
+        d = mean - self.ref
+        size = n.sum(1)
+        ac = torch.stack([(n * d).sum(1) / size, (m2 + n * d * d).sum(1) / size], dim=1).cpu()
         other = ImageMoments()
         other.ref, other.n = self.ref, ac.shape[0]
         other.mean = ac.mean(0)
@@ -367,24 +375,17 @@ class LatentStats:
         self.max = torch.full((channels,), -math.inf, dtype=torch.float64)
         self.histogram = None if edges is None else Histogram(edges, channels)
 
-    @staticmethod
-    def channel_rows(z: torch.Tensor, work: Workspace | None = None) -> torch.Tensor:
-        """(B, C, ...) -> float64 (C, B*...): channels are dim 1, batch, time and space pooled."""
-        c = z.shape[1]
-        return (work or Workspace()).reshaped("rows", z.double().transpose(0, 1), (c, z.numel() // c))
-
     def update(self, z: torch.Tensor) -> None:
         if z.ndim < 3 or z.shape[1] != self.channels:
             raise ValueError(f"expected latents (B, {self.channels}, ...), got {tuple(z.shape)}")
-        rows = self.channel_rows(z, self.work)
-        batch = Moments.of(rows, self.work)
-        self.moments = self.moments.merge(Moments(*(t.cpu() for t in batch._fields())))
-        lo, hi = row_extremes(rows)
-        self.min = torch.minimum(self.min, lo.cpu())
-        self.max = torch.maximum(self.max, hi.cpu())
+        rows = self.work.rows(z)
+        per = Moments.of(rows, self.work)
+        self.moments = self.moments.merge(Moments(*(t.cpu() for t in per.pooled(z.shape[0])._fields())))
+        self.min = torch.minimum(self.min, rows.amin(1).view(z.shape[:2]).amin(0).double().cpu())
+        self.max = torch.maximum(self.max, rows.amax(1).view(z.shape[:2]).amax(0).double().cpu())
         if self.histogram is not None:
             self.histogram.update(rows, self.work)
-        self.images.update(z, self.work)
+        self.images.update(per, z.shape[0])
 
     def merge(self, other: LatentStats) -> None:
         if other.channels != self.channels:
@@ -469,21 +470,6 @@ class LatentStats:
         return out
 
 
-def row_extremes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """rows.amin(1), rows.amax(1). Rows of channels-last latents are strided by C, where torch's
-    min/max along a row is ~20x slower than over contiguous blocks of 16·C values first; the
-    extremes do not depend on the order, except which of -0.0 and 0.0 wins a tie, so a zero
-    falls back to the plain reduction."""
-    c, n = rows.shape
-    if c == 1 or rows.stride() != (1, c):
-        return rows.amin(1), rows.amax(1)
-    blocks = rows.t().reshape(-1, math.gcd(n, 16) * c)  # a view: rows.t() is contiguous
-    lo, hi = blocks.amin(0).view(-1, c).amin(0), blocks.amax(0).view(-1, c).amax(0)
-    if bool((lo == 0).any() or (hi == 0).any()):
-        return rows.amin(1), rows.amax(1)
-    return lo, hi
-
-
 def _rms(std: float, mean: float, n: int) -> float:
     """Uncentred root mean square from the ddof=1 std and the mean."""
     return math.sqrt(std**2 * (n - 1) / n + mean**2) if n else math.nan
@@ -511,10 +497,10 @@ class PosteriorStats:
             if sigma is None or eps is None:
                 raise ValueError("a stochastic posterior needs sigma and eps")
             mu, sigma, eps = mu.double(), sigma.double(), eps.double()
-            out = self.work.like("sample", mu)  # μ + σ·ε is laid out like a dense μ; products and sums commute
-            self.sample.update(mu + sigma * eps if out is None else torch.mul(sigma, eps, out=out).add_(mu))
-            sq = torch.mul(sigma, sigma, out=self.work.like("sigma2", sigma))  # σ**2 is σ·σ in torch
-            sigma2 = Moments.of(LatentStats.channel_rows(sq, self.work), self.work)
+            sample = self.work.get("sample", tuple(mu.shape), torch.float64, mu.device)
+            self.sample.update(torch.mul(sigma, eps, out=sample).add_(mu))
+            sq = torch.mul(sigma, sigma, out=self.work.get("sigma2", tuple(mu.shape), torch.float64, mu.device))
+            sigma2 = Moments.of(self.work.rows(sq), self.work).pooled(sq.shape[0])
             self.sigma2 = self.sigma2.merge(Moments(*(t.cpu() for t in sigma2._fields())))
 
     def merge(self, other: PosteriorStats) -> None:

@@ -93,7 +93,7 @@ class Window(io.RawIOBase):
 def open_bytes(loc: TarMember) -> BinaryIO:
     """A unit's bytes as a buffered file: the file itself when the unit is a whole file (the common
     case, and the fastest), else a Window on its range (zipfile reads in small pieces)."""
-    if not loc.error and loc.offset == 0 and loc.size == os.path.getsize(loc.tar):
+    if whole_file(loc):
         return open(loc.tar, "rb")  # noqa: SIM115 - the caller closes it
     return io.BufferedReader(Window(loc))
 
@@ -158,9 +158,8 @@ def _refusal(e: Exception) -> str:
 @functools.lru_cache(maxsize=4)
 def _torch_tensors(loc: TarMember) -> dict[str, torch.Tensor]:
     """The tensors of a .pt/.pth (memory-mapped when it is a whole zip-format file), with weights_only=True."""
-    plain = loc.offset == 0 and loc.size == os.path.getsize(loc.tar)
     try:
-        if plain:  # mapping pays for itself only on large files (a batch); small ones load faster
+        if whole_file(loc):  # mapping pays for itself only on large files (a batch); small ones load faster
             mmap = loc.size > MMAP_BYTES and zipfile.is_zipfile(loc.tar)
             obj = torch.load(loc.tar, map_location="cpu", weights_only=True, mmap=mmap)
         else:
@@ -240,38 +239,46 @@ def _contiguous(t: Stored) -> bool:
     return math.prod(t.shape) > 0 and all(n == 1 or s == e for n, s, e in zip(t.shape, t.stride, expected, strict=True))
 
 
-def _data_start(f: BinaryIO, info: zipfile.ZipInfo) -> int:
-    """Where a stored (uncompressed) zip record's bytes begin: after its local header."""
-    f.seek(info.header_offset + 26)
-    name_length, extra_length = struct.unpack("<HH", f.read(4))
-    return info.header_offset + 30 + name_length + extra_length
+def whole_file(loc: TarMember) -> bool:
+    """The unit is a file of its own, so it can be opened by path: a tar member never starts at 0 (its
+    header comes first)."""
+    return not loc.error and loc.offset == 0
+
+
+def _stored_uncompressed(f: BinaryIO, header_offset: int) -> bool:
+    """Whether a zip record is stored as is (method 0 in its local header), so it can be read in place."""
+    f.seek(header_offset)
+    local = f.read(10)
+    return len(local) == 10 and local[:4] == b"PK\x03\x04" and struct.unpack("<H", local[8:])[0] == 0
 
 
 def _pt_in_place(loc: TarMember) -> dict[str, Header] | None:
     """Headers of a torch.save zip whose tensors are contiguous little-endian floats stored uncompressed,
-    which are then read at their offsets like .npy; None leaves the file to torch.load."""
+    which are then read at their offsets like .npy; None leaves the file to torch.load. The zip is read by
+    torch.load's own reader (C++: 15 µs a small file, Python's zipfile 85 µs)."""
     try:
-        with open_bytes(loc) as f, zipfile.ZipFile(f) as z:
-            return _zip_headers(f, z)
+        with open_bytes(loc) as f:
+            return _zip_headers(f, torch._C.PyTorchFileReader(loc.tar if whole_file(loc) else f))
     except Exception:  # noqa: BLE001 - anything unusual is torch.load's to judge, as before
         return None
 
 
-def _zip_headers(f: BinaryIO, z: zipfile.ZipFile) -> dict[str, Header] | None:
-    records = {info.filename.split("/", 1)[-1]: info for info in z.infolist()}
-    if "byteorder" in records and z.read(records["byteorder"]) != b"little":
+def _zip_headers(f: BinaryIO, z: Any) -> dict[str, Header] | None:
+    """z: a torch._C.PyTorchFileReader on f."""
+    if z.has_record("byteorder") and z.get_record("byteorder") != b"little":
         return None
-    obj = LayoutUnpickler(io.BytesIO(z.read(records["data.pkl"]))).load()
+    obj = LayoutUnpickler(io.BytesIO(z.get_record("data.pkl"))).load()
     found = {"": obj} if isinstance(obj, Stored) else dict(obj) if isinstance(obj, dict) else {}
     headers = {}
     for k, t in found.items():
         if not isinstance(t, Stored):
             continue
-        info = records[f"data/{t.record}"]
+        record = f"data/{t.record}"
         end = (t.offset + math.prod(t.shape)) * t.dtype.itemsize
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size < end or not _contiguous(t):
+        if z.get_record_size(record) < end or not _contiguous(t) or not _stored_uncompressed(
+                f, z.get_record_header_offset(record)):
             return None
-        headers[str(k)] = Header(t.shape, t.dtype, _data_start(f, info) + t.offset * t.dtype.itemsize, str(k))
+        headers[str(k)] = Header(t.shape, t.dtype, z.get_record_offset(record) + t.offset * t.dtype.itemsize, str(k))
     return headers or None
 
 
