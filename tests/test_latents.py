@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import tarfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -278,10 +279,36 @@ def test_estimate_from_latents_equals_numpy(tmp_path: Path, measure: Callable[..
     assert result["num_images"] == 6
 
 
-@pytest.mark.parametrize("layout", ["plain", "dict", "batch", "view", "bf16", "transposed", "tar"])
+def test_a_run_leaves_the_collector_as_it_found_it(tmp_path: Path, measure: Callable[..., Any]) -> None:
+    """The run freezes pre-existing objects for its length (speed) and unfreezes them after, except
+    when the caller had frozen objects itself: those stay frozen."""
+    import gc
+
+    save(tmp_path / "all.npy", np.stack(latents(3)))
+    assert gc.get_freeze_count() == 0
+    measure(latents=str(tmp_path))
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        measure(latents=str(tmp_path))
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def _deflate(path: Path) -> None:
+    """The same .pt zip with its records compressed, as a re-zipping tool might leave it (torch.load reads it)."""
+    with zipfile.ZipFile(path) as z:
+        records = [(info.filename, z.read(info)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in records:
+            z.writestr(name, data)
+
+
+@pytest.mark.parametrize("layout", ["plain", "dict", "batch", "view", "bf16", "transposed", "tar", "deflated"])
 def test_pt_read_in_place_equals_torch_load(tmp_path: Path, layout: str, options: Callable[..., Any]) -> None:
-    """.pt files are read at their offsets when plain (contiguous floats); every layout, in place or
-    through torch.load, gives exactly what torch.load gives."""
+    """.pt files are read at their offsets when plain (contiguous floats, stored uncompressed); every
+    layout, in place or through torch.load, gives exactly what torch.load gives."""
     base = torch.from_numpy(latents(3)[0] if layout != "batch" else np.stack(latents(3)))
     tensor = {"view": base[1:3] if layout != "batch" else base, "bf16": base.to(torch.bfloat16),
               "transposed": base.transpose(1, 2)}.get(layout, base)
@@ -291,10 +318,13 @@ def test_pt_read_in_place_equals_torch_load(tmp_path: Path, layout: str, options
         with tarfile.open(tmp_path / "s.tar", "w") as tf:
             tf.add(path, arcname="x.pt")
         path.unlink()
+    if layout == "deflated":
+        _deflate(path)
     source = LatentSource.open(str(tmp_path), options(key="latent" if layout == "dict" else None))
     expected = [tensor] if tensor.dim() == 3 else list(tensor)
     assert len(source) == len(expected)
     for i, want in enumerate(expected):
+        assert source.units[i].header.in_place == (layout not in ("transposed", "deflated"))
         assert torch.equal(source.load(i), want) and source.load(i).dtype == want.dtype
 
 
