@@ -145,3 +145,24 @@ def test_old_format_pickle_is_refused_in_words(vae_dir: Path, tmp_path: Path, ph
     err = cli.fails("estimate", "--model", tmp_path / "vae.ckpt", "--data", photo_dir, "--no-progress",
                     says=["old-format, non-zip PyTorch pickle", ".safetensors"])
     assert "operand" not in err
+
+
+def test_a_glob_roots_ids_at_its_fixed_prefix_for_every_source(tmp_path: Path) -> None:
+    """`data/**/x*.ext`: ids are relative to `data` for images, latents, videos and parquet alike,
+    whichever files match (not the pattern's parent `data/**`, nor the matches' common folder)."""
+    from latent_scale.options import Options
+    from latent_scale.sources.datasets import resolve
+    from latent_scale.sources.images import list_images
+    from latent_scale.sources.latents import list_units
+    from latent_scale.sources.video import list_videos
+
+    for name in ("a/x1.png", "a/x1.npy", "a/x1.mp4", "a/x1.parquet", "b/y.png"):
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).write_bytes(b"")
+    np.save(tmp_path / "data/a/x1.npy", np.zeros((4, 2, 2), dtype=np.float32))
+    want = str(tmp_path / "data")
+    pattern = str(tmp_path / "data/**/x*")
+    assert list_images(pattern + ".png")[2] == want
+    assert list_units(pattern + ".npy", Options(), None)[2] == want
+    assert list_videos(pattern + ".mp4")[1] == want
+    assert resolve(pattern + ".parquet")[1] == want

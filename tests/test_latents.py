@@ -18,7 +18,7 @@ import torch
 from safetensors.numpy import save_file
 
 from latent_scale.errors import InputError
-from latent_scale.loop import noise
+from latent_scale.loop import Accumulate, noise
 from latent_scale.options import Options
 from latent_scale.sources.latents import LatentSource
 from latent_scale.state import Run
@@ -294,6 +294,22 @@ def test_a_run_leaves_the_collector_as_it_found_it(tmp_path: Path, measure: Call
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_loader_workers_leave_the_callers_thread_count(tmp_path: Path, measure: Callable[..., Any],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an 8-core CPU a run starts 2 loader workers and gives the encoder the other 6 threads; the
+    caller's own setting is back once the run ends."""
+    save(tmp_path / "all.npy", np.stack(latents(4)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr("latent_scale.loop.Accumulate.__call__",
+                        lambda self, batch, call=Accumulate.__call__: (seen.append(torch.get_num_threads()),
+                                                                       call(self, batch)))
+    result = measure(latents=str(tmp_path), batch_size=2, workers=None)  # the default rule
+    assert result.run["workers"] == 2 and seen == [6, 6]
+    assert torch.get_num_threads() == before
 
 
 def _deflate(path: Path) -> None:

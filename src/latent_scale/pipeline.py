@@ -62,9 +62,14 @@ class Posteriors:
 
 
 def run(opts: Options) -> list[Result]:
-    """The recipe, in the order it happens."""
-    with _collector_off_old_objects():
-        return _run(opts)
+    """The recipe, in the order it happens. Torch's thread count (which loader workers lower on CPU) is
+    the caller's again afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        with _collector_off_old_objects():
+            return _run(opts)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ dependency (the `datasets` package is not needed to read what it saved).
 from __future__ import annotations
 
 import bisect
-import glob
 import hashlib
 import io
 import json
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .files import glob_root, matching
 from .images import ImageSource, open_rgb
 
 EXTRA = "pip install 'latent-scale[datasets]'"
@@ -162,10 +162,10 @@ def resolve(spec: str) -> tuple[list[str], str, Any]:
         return (_saved_dataset(p) if saved else sorted(str(f) for f in p.rglob("*.parquet"))), str(p), None
     if p.is_file():
         return [str(p)], str(p.parent), None
-    files = sorted(glob.glob(str(p), recursive=True))
+    files = sorted(matching(p))
     if not files:
         raise InputError(f"--data {spec} matches no parquet files")
-    return files, os.path.commonpath([os.path.dirname(f) for f in files]), None
+    return files, str(glob_root(p)), None
 
 
 def is_dataset(spec: str) -> bool:

@@ -6,10 +6,7 @@ decoded once and preprocessed by the classic recipe at every --size asked for.
 
 from __future__ import annotations
 
-import glob
 import os
-import re
-import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +19,12 @@ from torchvision import transforms
 
 from ..errors import InputError
 from .base import Source, file_signature
+from .files import check_regular, expand, glob_root, is_glob, matching, read_list, scan_folder
 from .tar import TarMember, index_tar
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 SAMPLES_DIR = Path(__file__).parent.parent / "samples"
 RECIPE = "classic-v1"  # PIL RGB, Resize(size, bilinear, antialias), CenterCrop(size), ToTensor, Normalize(0.5, 0.5)
-URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
@@ -36,35 +33,6 @@ def cache_root(cache_dir: str | None = None) -> Path:
         return Path(cache_dir).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "latent-scale"
-
-
-def scan_folder(root: Path, extensions: Sequence[str] | set[str] = IMAGE_EXTENSIONS) -> list[str]:
-    """Every regular file below root with one of `extensions` (case-insensitive), sorted."""
-    return sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
-
-
-def read_list(path: Path) -> list[str]:
-    """A .txt list: one path per line, relative to the list file; URLs are kept as they are, so
-    that reading them fails with a clear reason instead of becoming a wrong local path."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text; a list holds one path per line in UTF-8") from None
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            p = Path(line).expanduser()
-            out.append(line if URL.match(line) else str(p if p.is_absolute() else path.parent / p))
-    return out
-
-
-def check_regular(path: str) -> None:
-    """Refuse anything but a regular file before opening it: a FIFO would block forever."""
-    if URL.match(path):
-        raise OSError("URLs are not read; download the file first and list its local path")
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError("not a regular file (a FIFO, device or socket)")
 
 
 def _imagenette(cache_dir: str | None) -> list[str]:
@@ -80,33 +48,17 @@ def _imagenette(cache_dir: str | None) -> list[str]:
             f"could not download Imagenette into {root} ({str(e).splitlines()[0][:160]}); "
             "without network access pass --data FOLDER, a .txt list, or --data samples"
         ) from e
-    return scan_folder(root / "imagenette2")
-
-
-def expand(matches: Sequence[str], extensions: set[str] = IMAGE_EXTENSIONS) -> tuple[list[str], dict[str, TarMember]]:
-    """Glob matches in sorted order: tar shards (members in archive order), folders, files."""
-    ids: list[str] = []
-    members: dict[str, TarMember] = {}
-    for m in sorted(matches):
-        if m.lower().endswith(".tar"):
-            shard = index_tar(m, extensions)
-            ids.extend(shard)
-            members.update(shard)
-        elif os.path.isdir(m):
-            ids.extend(scan_folder(Path(m), extensions))
-        elif Path(m).suffix.lower() in extensions:
-            ids.append(m)
-    return ids, members
+    return scan_folder(root / "imagenette2", IMAGE_EXTENSIONS)
 
 
 def list_images(data: str, cache_dir: str | None = None) -> tuple[list[str], dict[str, TarMember], str]:
     """Resolve --data to (ordered ids, tar members by id, root)."""
     if data in ("imagenette", "samples"):
-        ids = _imagenette(cache_dir) if data == "imagenette" else scan_folder(SAMPLES_DIR)
+        ids = _imagenette(cache_dir) if data == "imagenette" else scan_folder(SAMPLES_DIR, IMAGE_EXTENSIONS)
         return ids, {}, str(Path(ids[0]).parent.parent if data == "imagenette" and ids else SAMPLES_DIR)
     p = Path(data).expanduser()
     if p.is_dir():
-        return scan_folder(p), {}, str(p)
+        return scan_folder(p, IMAGE_EXTENSIONS), {}, str(p)
     if p.is_file() and p.suffix.lower() == ".txt":
         return read_list(p), {}, str(p.parent)
     if p.is_file() and p.suffix.lower() == ".tar":
@@ -114,9 +66,9 @@ def list_images(data: str, cache_dir: str | None = None) -> tuple[list[str], dic
         return list(members), members, str(p.parent)
     if p.is_file():
         raise InputError(f"--data {data} is a file but not a .txt list of image paths nor a .tar shard")
-    if any(c in data for c in "*?["):
-        ids, members = expand(glob.glob(str(p), recursive=True))
-        return ids, members, str(p.parent)
+    if is_glob(data):
+        ids, members = expand(matching(p), IMAGE_EXTENSIONS)
+        return ids, members, str(glob_root(p))
     raise InputError(f"--data {data} does not exist; pass a folder, a .txt list, .tar shards "
                      "(glob allowed), imagenette or samples")
 

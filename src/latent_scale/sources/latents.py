@@ -11,7 +11,6 @@ a file holds one latent (C, H, W) / (C, T, H, W) or a batch of them with a leadi
 from __future__ import annotations
 
 import functools
-import glob
 import io
 import json
 import math
@@ -31,7 +30,7 @@ import torch
 from ..errors import InputError
 from ..latent_cache import is_cache, read_cache
 from .base import Source, file_signature
-from .images import expand, read_list, scan_folder
+from .files import expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
 from .tar import TarMember
 
 LATENT_EXTENSIONS = {".npy", ".npz", ".safetensors", ".pt", ".pth"}
@@ -391,11 +390,6 @@ def file_units(uid: str, loc: TarMember, key: str | None, channels: int | None) 
     return [(f"{uid}#{r}", FileUnit(loc, suffix, h, r)) for r in range(count)]
 
 
-def one_line(e: BaseException) -> str:
-    """The first line of an error's message, or its type when it has none."""
-    return (str(e).splitlines() or [type(e).__name__])[0]
-
-
 def _location(path: str, members: dict[str, TarMember]) -> TarMember:
     if path in members:
         return members[path]
@@ -412,11 +406,11 @@ def _matches(spec: str) -> tuple[list[str], str]:
         return scan_folder(p, LATENT_EXTENSIONS | {".tar", ".parquet"}), str(p)
     if p.is_file():
         return (read_list(p) if p.suffix.lower() == ".txt" else [str(p)]), str(p.parent)
-    found = glob.glob(str(p), recursive=True) if any(c in spec for c in "*?[") else []
+    found = matching(p) if is_glob(spec) else []
     if not found:
         raise InputError(f"--latents {spec} does not exist; pass a folder, a glob, a .txt list or .tar shards of "
                          ".npy/.npz/.safetensors/.pt files, or parquet files")
-    return found, os.path.commonpath([os.path.dirname(f) for f in found])
+    return found, str(glob_root(p))
 
 
 def list_units(spec: str, opts: Any, channels: int | None) -> tuple[list[str], list[Unit], str]:

@@ -11,7 +11,6 @@ classic recipe. Ids are `path/relative/to/root.mp4#clipJ`.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,12 +24,12 @@ from PIL import Image
 
 from ..errors import InputError
 from .base import Source, file_signature
-from .images import check_regular, preprocess, read_list, scan_folder
+from .files import check_regular, expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
+from .images import preprocess
 
 VIDEO_ONLY = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
 VIDEO_EXTENSIONS = VIDEO_ONLY | {".gif"}  # a GIF is a clip only when --frames asks for clips
 RECIPE = "classic-v1-frames"
-GLOB_CHARS = "*?["
 Frame = TypeVar("Frame")
 
 
@@ -85,11 +84,6 @@ def probe(path: str) -> VideoInfo:
     if not rate:
         return VideoInfo(error="the video records no frame rate")
     return VideoInfo(frames, float(rate), origin)
-
-
-def one_line(e: Exception) -> str:
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return text.strip().splitlines()[0]
 
 
 def clip_starts(info: VideoInfo, frames: int, fps: float | None, clips: int) -> list[int]:
@@ -151,13 +145,6 @@ def read_clip(path: str, targets: Sequence[float], tol: float) -> list[Image.Ima
         raise ValueError(f"cannot decode the video: {one_line(e)}") from e
 
 
-def glob_root(pattern: Path) -> Path:
-    """The folder a glob's ids are relative to: its longest prefix without wildcards."""
-    parts = pattern.parts
-    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS)), len(parts))
-    return Path(*parts[:fixed]) if fixed else Path(".")
-
-
 def list_videos(spec: str, extensions: set[str] = VIDEO_EXTENSIONS) -> tuple[list[str], str]:
     """--data as (sorted video paths, the root ids are relative to); empty when it names no videos."""
     p = Path(spec).expanduser()
@@ -167,14 +154,8 @@ def list_videos(spec: str, extensions: set[str] = VIDEO_EXTENSIONS) -> tuple[lis
         return [f for f in read_list(p) if Path(f).suffix.lower() in extensions], str(p.parent)
     if p.is_file():
         return ([str(p)] if p.suffix.lower() in extensions else []), str(p.parent)
-    if any(c in spec for c in GLOB_CHARS):
-        found: list[str] = []
-        for m in sorted(glob.glob(str(p), recursive=True)):
-            if os.path.isdir(m):
-                found += scan_folder(Path(m), extensions)
-            elif Path(m).suffix.lower() in extensions:
-                found.append(m)
-        return found, str(glob_root(p))
+    if is_glob(spec):
+        return expand(matching(p), extensions, tars=False)[0], str(glob_root(p))
     return [], ""
 
 

@@ -1,0 +1,87 @@
+"""Resolving what the user named to files: folders, .txt lists, globs and tar shards, in sorted order,
+with one rule for the folder that ids are relative to."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import stat
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from ..errors import InputError
+from .tar import TarMember, index_tar
+
+URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+GLOB_CHARS = "*?["
+
+
+def scan_folder(root: Path, extensions: Collection[str]) -> list[str]:
+    """Every regular file below root with one of `extensions` (case-insensitive), sorted."""
+    return sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
+
+
+def read_list(path: Path) -> list[str]:
+    """A .txt list: one path per line, relative to the list file; URLs are kept as they are, so
+    that reading them fails with a clear reason instead of becoming a wrong local path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text; a list holds one path per line in UTF-8") from None
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line).expanduser()
+            out.append(line if URL.match(line) else str(p if p.is_absolute() else path.parent / p))
+    return out
+
+
+def check_regular(path: str) -> None:
+    """Refuse anything but a regular file before opening it: a FIFO would block forever."""
+    if URL.match(path):
+        raise OSError("URLs are not read; download the file first and list its local path")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError("not a regular file (a FIFO, device or socket)")
+
+
+def is_glob(spec: str) -> bool:
+    return any(c in spec for c in GLOB_CHARS)
+
+
+def glob_root(pattern: Path) -> Path:
+    """The folder a glob's ids are relative to: its longest prefix without wildcards (`data/**/*.jpg`
+    -> `data`), the same whichever files match."""
+    parts = pattern.parts
+    fixed = next((i for i, part in enumerate(parts) if is_glob(part)), len(parts))
+    return Path(*parts[:fixed]) if fixed else Path(".")
+
+
+def matching(pattern: Path) -> list[str]:
+    return glob.glob(str(pattern), recursive=True)
+
+
+def expand(matches: Sequence[str], extensions: Collection[str], tars: bool = True
+           ) -> tuple[list[str], dict[str, TarMember]]:
+    """Glob matches in sorted order: tar shards (members in archive order; skipped unless `tars`),
+    folders, files."""
+    ids: list[str] = []
+    members: dict[str, TarMember] = {}
+    for m in sorted(matches):
+        if tars and m.lower().endswith(".tar"):
+            shard = index_tar(m, extensions)
+            ids.extend(shard)
+            members.update(shard)
+        elif os.path.isdir(m):
+            ids.extend(scan_folder(Path(m), extensions))
+        elif Path(m).suffix.lower() in extensions:
+            ids.append(m)
+    return ids, members
+
+
+def one_line(e: BaseException) -> str:
+    """An error as one line for a skip list: the OS's own words when it has them, else the message's
+    first line, else the error's type."""
+    text = getattr(e, "strerror", None) or str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
