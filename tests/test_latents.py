@@ -222,11 +222,13 @@ def bad_files(folder: Path) -> dict[str, str]:
     nan = latents(1)[0]
     nan[1, 2, 3] = np.nan
     np.save(folder / "nan.npy", nan)
+    np.save(folder / "huge.npy", latents(1)[0].astype(np.float64) * 1e200)  # its 4th moments would overflow
     np.save(folder / "channels.npy", latents(1, (C + 2, 8, 8))[0])
     _pickle_with_code(folder / "code.pt")
     (folder / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     return {"truncated.npy": "truncated", "int32.npy": "dtype int32", "bool.npy": "dtype bool",
-            "complex64.npy": "dtype complex64", "nan.npy": "NaN", "channels.npy": "6 channels",
+            "complex64.npy": "dtype complex64", "nan.npy": "NaN", "huge.npy": "beyond float32's range",
+            "channels.npy": "6 channels",
             "code.pt": "refused: loading it would need more than plain tensors",
             "garbage.safetensors": "not a safetensors file"}
 

@@ -38,6 +38,15 @@ def noise(keys: list[int], shape: torch.Size, seed: int) -> torch.Tensor:
     return out
 
 
+def in_float32_range(x: torch.Tensor) -> torch.Tensor:
+    """Per unit: every value finite as a float32. Beyond that range float64's fourth moments could
+    overflow (a float64 cache holding 1e200); within it they cannot. A float64 sum is finite exactly
+    when every summed value is (NaN and ±inf propagate; float32 values cannot overflow it), and costs
+    a sixth of isfinite().all()."""
+    rows = x.flatten(1)
+    return torch.isfinite((rows.float() if rows.dtype == torch.float64 else rows).sum(1, dtype=torch.float64))
+
+
 class Accumulate:
     """One batch: failed units skipped and listed, the rest turned into posteriors (mean, logvar | None)
     and accumulated as μ and σ = exp(logvar / 2) in float64; with --save-latents also written out."""
@@ -83,14 +92,14 @@ class Accumulate:
 
     def _finite(self, mean: torch.Tensor, logvar: torch.Tensor | None, index: torch.Tensor,
                 view: int | None) -> torch.Tensor:
-        """Which units have a finite posterior; the others are skipped and listed. A float64 sum is finite
-        exactly when every value is (NaN and ±inf propagate; float32 values cannot overflow it), and
-        costs a sixth of isfinite().all()."""
-        bad = ~torch.isfinite(mean.flatten(1).sum(1, dtype=torch.float64))
+        """Which units have a posterior within float32's range; the others are skipped and listed."""
+        bad = ~in_float32_range(mean)
         if logvar is not None:
-            bad |= ~torch.isfinite(logvar.flatten(1).sum(1, dtype=torch.float64))
+            bad |= ~in_float32_range(logvar)
+        reason = ("non-finite latent even in float32" if self.source.produces == "pixels"
+                  else "holds NaN, ±inf or values beyond float32's range (±3.4e38)")
         for i in index[bad].tolist():
-            self.skip(i, "non-finite latent even in float32", view)
+            self.skip(i, reason, view)
         return ~bad
 
     def _save(self, keys: list[int], index: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor | None) -> None:
