@@ -208,5 +208,8 @@ def test_histogram_slots_equal_bucketize_at_edges_infinities_and_nan() -> None:
             for values in (x, torch.cat([x, torch.tensor([math.nan], dtype=dtype)])):
                 want = torch.bucketize(values.double(), edges, right=True)
                 assert torch.equal(hist.slots(values[None]).long(), want[None]), (dtype, len(edges))
+            # pieces shorter than a vector register go through the kernels' scalar loops
+            pieces = torch.cat([hist.slots(piece[None]).long()[0] for piece in x[:3 * len(e)].split(3)])
+            assert torch.equal(pieces, torch.bucketize(x[:3 * len(e)].double(), edges, right=True))
 
 

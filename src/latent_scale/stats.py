@@ -234,7 +234,9 @@ class _SlotLookup:
         if not self.exact:
             return
         self.cells = math.ceil(min(self.MAX_CELLS, 2 * span / gap))
-        self.lo, self.inv = float(self.edges[0]), self.cells / span
+        # lo and inv exact in x's dtype, so that a kernel computing in wider precision (a scalar tail, a
+        # GPU) rounds each step to the same value as a narrow vectorised one
+        self.lo, self.inv = float(self.edges[0]), float(torch.tensor(self.cells / span, dtype=dtype))
         cell = self.cell(self.edges).long()
         self.exact = int(torch.bincount(cell, minlength=self.cells).max()) <= 1
         self.base = torch.searchsorted(cell, torch.arange(self.cells, device=device), out_int32=True)  # below
