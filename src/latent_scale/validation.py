@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from typing import Any
 
+from . import options
 from .errors import InputError
 from .io import CHECKPOINT_KIND
 from .options import POSTERIORS
@@ -21,7 +21,6 @@ from .options import POSTERIORS
 MAX_COUNT = 2**53  # float64 holds every whole number below this exactly
 MAX_CHANNELS = 1 << 16
 DAMAGED = "the file is damaged or was edited"
-SHARD = re.compile(r"(\d+)/(\d+)")
 MOMENTS = ("n", "mean", "m2", "m3", "m4")
 
 
@@ -249,10 +248,10 @@ def parse_shard(x: Any, field: str) -> tuple[int, int] | None:
     """A recorded `shard`: null, or 'i/n' with 0 <= i < n."""
     if x is None:
         return None
-    m = SHARD.fullmatch(x) if isinstance(x, str) else None
-    if m is None or not int(m[1]) < int(m[2]):
-        raise Invalid(field, f"is {x!r}, not null or 'i/n' with 0 <= i < n")
-    return int(m[1]), int(m[2])
+    try:
+        return options.parse_shard(x if isinstance(x, str) else "?")  # the rule --shard follows
+    except InputError:
+        raise Invalid(field, f"is {x!r}, not null or 'i/n' with 0 <= i < n") from None
 
 
 def _dims(x: Any, field: str, channels: int) -> None:
