@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -254,3 +255,18 @@ def result_json(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPat
     path = tmp_path_factory.mktemp("result") / "r.json"
     measure(vae_dir, photo_dir, output=str(path))
     return path
+
+
+def _finishes(run: Callable[[], Any], timeout: float = 60) -> Any:
+    done: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: done.update(r=run()), daemon=True)
+    worker.start()
+    worker.join(timeout=timeout)
+    assert not worker.is_alive(), "the call blocked (a FIFO opened for reading?)"
+    return done["r"]
+
+
+@pytest.fixture(scope="session")
+def finishes() -> Callable[..., Any]:
+    """`finishes(fn)`: fn()'s answer, computed in a thread; fails instead of hanging when fn blocks."""
+    return _finishes

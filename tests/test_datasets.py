@@ -3,8 +3,10 @@ read from files; a corrupt row is one bad unit; hub datasets offline are one sen
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -102,3 +104,19 @@ def test_dataset_dict_folder_asks_for_a_split(tmp_path: Path, options: Callable[
     (tmp_path / "dataset_dict.json").write_text('{"splits": ["train", "test"]}')
     with pytest.raises(InputError, match="holds the splits train, test; pass one"):
         DatasetSource.open(str(tmp_path), options())
+
+
+def test_fifo_among_parquet_files_is_refused_without_blocking(tmp_path: Path, photos: list[Path],
+                                                              options: Callable[..., Options],
+                                                              finishes: Callable[..., Any]) -> None:
+    pq.write_table(pa.table({"png": [p.read_bytes() for p in photos[:2]]}), tmp_path / "a.parquet")
+    os.mkfifo(tmp_path / "b.parquet")
+
+    def opened() -> str:
+        try:
+            DatasetSource.open(str(tmp_path / "*.parquet"), options())
+        except InputError as e:
+            return str(e)
+        return "opened"
+
+    assert "b.parquet as parquet (not a regular file" in finishes(opened)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,17 +28,24 @@ def photo_list(photo_dir: Path, tmp_path: Path, extra: list[str]) -> Path:
 
 
 def test_fifo_in_a_list_is_skipped_without_blocking(photo_dir: Path, tmp_path: Path, vae_dir: Path,
-                                                   measure: Callable[..., Any]) -> None:
+                                                   measure: Callable[..., Any], finishes: Callable[..., Any]) -> None:
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
-    done: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: done.update(r=measure(vae_dir, photo_list(photo_dir, tmp_path,
-                                                                                       [str(fifo)]))))
     with pytest.warns(UserWarning, match="pipe.png"):
-        worker.start()
-        worker.join(timeout=60)
-    assert not worker.is_alive(), "a FIFO in the list blocked the run"
-    assert done["r"].num_images == 4 and "not a regular file" in done["r"].skipped[0]["error"]
+        r = finishes(lambda: measure(vae_dir, photo_list(photo_dir, tmp_path, [str(fifo)])))
+    assert r.num_images == 4 and "not a regular file" in r.skipped[0]["error"]
+
+
+def test_fifo_in_a_latent_list_is_skipped_without_blocking(tmp_path: Path, measure: Callable[..., Any],
+                                                          finishes: Callable[..., Any]) -> None:
+    g = np.random.default_rng(0)
+    for k in range(3):
+        np.save(tmp_path / f"{k}.npy", g.normal(size=(4, 8, 8)).astype(np.float32))
+    os.mkfifo(tmp_path / "pipe.pt")
+    (tmp_path / "list.txt").write_text("0.npy\n1.npy\n2.npy\npipe.pt\n")
+    with pytest.warns(UserWarning, match="pipe.pt"):
+        r = finishes(lambda: measure(latents=str(tmp_path / "list.txt")))
+    assert r.num_images == 3 and "not a regular file" in r.skipped[0]["error"]
 
 
 def test_url_in_a_list_says_urls_are_not_read(photo_dir: Path, tmp_path: Path, vae_dir: Path,

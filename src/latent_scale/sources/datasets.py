@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .files import glob_root, matching
+from .files import check_regular, glob_root, matching
 from .images import ImageSource, open_rgb
 
 EXTRA = "pip install 'latent-scale[datasets]'"
@@ -78,6 +78,8 @@ class Column:
     def _parquet(self, path: str) -> Any:
         pa = pyarrow()
         try:
+            if not self.fs:
+                check_regular(path)
             return pa.parquet.ParquetFile(self.fs.open(path) if self.fs else path)
         except (OSError, pa.ArrowException) as e:
             raise InputError(f"cannot read {path} as parquet ({str(e).splitlines()[0]})") from None

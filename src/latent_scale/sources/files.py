@@ -38,12 +38,14 @@ def read_list(path: Path) -> list[str]:
     return out
 
 
-def check_regular(path: str) -> None:
+def check_regular(path: str) -> os.stat_result:
     """Refuse anything but a regular file before opening it: a FIFO would block forever."""
     if URL.match(path):
         raise OSError("URLs are not read; download the file first and list its local path")
-    if not stat.S_ISREG(os.stat(path).st_mode):
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
         raise OSError("not a regular file (a FIFO, device or socket)")
+    return st
 
 
 def is_glob(spec: str) -> bool:

@@ -30,7 +30,7 @@ import torch
 from ..errors import InputError
 from ..latent_cache import is_cache, read_cache
 from .base import Source, file_signature
-from .files import expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
+from .files import check_regular, expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
 from .tar import TarMember
 
 LATENT_EXTENSIONS = {".npy", ".npz", ".safetensors", ".pt", ".pth"}
@@ -377,6 +377,8 @@ Unit = FileUnit | RowUnit
 def file_units(uid: str, loc: TarMember, key: str | None, channels: int | None) -> list[tuple[str, Unit]]:
     """The latents of one file from its header: one unit, a batch, or one unusable entry."""
     suffix = Path(uid.rsplit("::", 1)[-1]).suffix.lower()
+    if loc.error:  # missing, unreadable, not a regular file: said once, as found
+        return [(uid, FileUnit(loc, suffix, None, error=loc.error))]
     try:
         h = pick(FORMATS[suffix].headers(loc), key, uid)
         check_dtype(h.dtype)
@@ -394,9 +396,9 @@ def _location(path: str, members: dict[str, TarMember]) -> TarMember:
     if path in members:
         return members[path]
     try:
-        return TarMember(path, 0, os.path.getsize(path))
+        return TarMember(path, 0, check_regular(path).st_size)
     except OSError as e:
-        return TarMember(path, 0, 0, f"cannot read it ({e.strerror or e})")
+        return TarMember(path, 0, 0, f"cannot read it ({one_line(e)})")
 
 
 def _matches(spec: str) -> tuple[list[str], str]:
