@@ -4,6 +4,7 @@ float64 ones; bad files are single units that fail in one line, never the run.""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -205,6 +206,17 @@ def test_parquet_latent_column(tmp_path: Path, encoding: str, options: Callable[
     assert_matches_numpy(accumulate(source), arrays)
 
 
+def _npy_bytes_claiming(batch: int) -> bytes:
+    """A .npy of one latent whose header says it holds `batch` of them."""
+    f = io.BytesIO()
+    np.save(f, latents(1)[0])
+    real = f.getvalue()
+    header = np.lib.format.header_data_from_array_1_0(latents(1)[0])
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {**header, "shape": (batch, *header["shape"])})
+    return f.getvalue() + real[-latents(1)[0].nbytes:]
+
+
 def _pickle_with_code(path: Path) -> None:
     class Evil:
         def __reduce__(self) -> tuple[Any, ...]:
@@ -225,10 +237,17 @@ def bad_files(folder: Path) -> dict[str, str]:
     np.save(folder / "huge.npy", latents(1)[0].astype(np.float64) * 1e200)  # its 4th moments would overflow
     np.save(folder / "channels.npy", latents(1, (C + 2, 8, 8))[0])
     _pickle_with_code(folder / "code.pt")
+    forged = _npy_bytes_claiming(10**9)  # a header whose batch is not there: no billion units listed
+    (folder / "forged.npy").write_bytes(forged)
+    with zipfile.ZipFile(folder / "forged.npz", "w") as z:
+        z.writestr("x.npy", forged)
+    header = json.dumps({"x": {"dtype": "F32", "shape": [C, 8, 16], "data_offsets": [0, 1024]}}).encode()
+    (folder / "lying.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(2 * C * 8 * 16))
     (folder / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     return {"truncated.npy": "truncated", "int32.npy": "dtype int32", "bool.npy": "dtype bool",
             "complex64.npy": "dtype complex64", "nan.npy": "NaN", "huge.npy": "beyond float32's range",
-            "channels.npy": "6 channels",
+            "channels.npy": "6 channels", "forged.npy": "header is wrong", "forged.npz": "header is wrong",
+            "lying.safetensors": "has shape [4, 8, 16] but 1024 bytes",
             "code.pt": "refused: loading it would need more than plain tensors",
             "garbage.safetensors": "not a safetensors file"}
 

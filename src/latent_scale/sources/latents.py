@@ -108,13 +108,24 @@ def _npy_header(f: BinaryIO, member: str = "") -> Header:
     return Header(tuple(shape), NUMPY_FLOATS.get(dtype, str(dtype)), f.tell(), member, fortran)
 
 
+def within(h: Header, available: int) -> Header:
+    """The header, if the data it describes lies within `available` bytes: a forged or truncated header
+    must not make the listing enumerate (or a read allocate) what is not there."""
+    if isinstance(h.dtype, torch.dtype):
+        need = h.offset + math.prod(h.shape) * h.dtype.itemsize
+        if need > available:
+            raise ValueError(f"is truncated or its header is wrong: the header describes {need:,} bytes, "
+                             f"there are {available:,}")
+    return h
+
+
 def _npz_headers(f: BinaryIO) -> dict[str, Header]:
     with zipfile.ZipFile(f) as z:
         out = {}
-        for name in z.namelist():
-            if name.endswith(".npy"):
-                with z.open(name) as m:
-                    out[name.removesuffix(".npy")] = _npy_header(m, name)
+        for info in z.infolist():
+            if info.filename.endswith(".npy"):
+                with z.open(info) as m:
+                    out[info.filename.removesuffix(".npy")] = within(_npy_header(m, info.filename), info.file_size)
         return out
 
 
@@ -126,8 +137,17 @@ def _safetensors_headers(f: BinaryIO) -> dict[str, Header]:
         meta = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ValueError("not a safetensors file (its header is not JSON)") from None
-    return {k: Header(tuple(v["shape"]), SAFETENSORS_FLOATS.get(v["dtype"], v["dtype"]), 8 + n + v["data_offsets"][0],
-                      k) for k, v in meta.items() if k != "__metadata__"}
+    return {k: _safetensors_entry(k, v, 8 + n) for k, v in meta.items() if k != "__metadata__"}
+
+
+def _safetensors_entry(key: str, entry: dict[str, Any], start: int) -> Header:
+    """One tensor of a safetensors header; its byte span must match its shape, or a read at its offset
+    would take another tensor's bytes."""
+    begin, end = entry["data_offsets"]
+    h = Header(tuple(entry["shape"]), SAFETENSORS_FLOATS.get(entry["dtype"], entry["dtype"]), start + begin, key)
+    if isinstance(h.dtype, torch.dtype) and end - begin != math.prod(h.shape) * h.dtype.itemsize:
+        raise ValueError(f"is not a valid safetensors file: {key!r} has shape {list(h.shape)} but {end - begin} bytes")
+    return h
 
 
 def read_raw(f: BinaryIO, h: Header, row: int | None) -> torch.Tensor:
@@ -382,6 +402,8 @@ def file_units(uid: str, loc: TarMember, key: str | None, channels: int | None) 
     try:
         h = pick(FORMATS[suffix].headers(loc), key, uid)
         check_dtype(h.dtype)
+        if h.in_place and suffix != ".npz":  # .npz members were checked against their own size
+            within(h, loc.size)
         count = batch_length(h.shape, channels)
     except InputError:
         raise
