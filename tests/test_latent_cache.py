@@ -173,3 +173,28 @@ def test_interrupted_image_run_with_save_latents_resumes_to_the_same_cache(
         cached = measure(latents=str(tmp_path / "c"), posterior=posterior, seed=7)
         np.testing.assert_allclose(cached["estimates"][posterior]["scale_factor"],
                                    full["estimates"][posterior]["scale_factor"], rtol=1e-9)
+
+
+DAMAGE = {  # a damaged or hostile index -> what the one sentence says
+    "items not a list": (lambda ix: ix.update(items={"a": 1}), "'items' is not a list"),
+    "shard outside the folder": (lambda ix: ix["items"][0].update(shard="../../etc/passwd"), "item 0 is not"),
+    "noise key not a number": (lambda ix: ix["items"][1].update(noise_key="7"), "item 1 is not"),
+    "negative noise key": (lambda ix: ix["items"][1].update(noise_key=-1), "item 1 is not"),
+    "one latent for two units": (lambda ix: ix["items"][1].update(key=ix["items"][0]["key"]),
+                                 "naming one stored latent for two units"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_index_is_refused_in_one_sentence(tmp_path: Path, damage: str) -> None:
+    """Never a traceback, never a path outside the folder read, never one latent counted twice."""
+    import json
+
+    write(tmp_path, posteriors(4), [0, 1, 2, 3])
+    index = tmp_path / "index-r0.json"
+    content = json.loads(index.read_text())
+    change, says = DAMAGE[damage]
+    change(content)
+    index.write_text(json.dumps(content))
+    with pytest.raises(InputError, match=says):
+        read_cache(tmp_path)

@@ -104,19 +104,39 @@ def is_cache(path: str | Path) -> bool:
     return Path(path).is_dir() and any(Path(path).glob("index-r*.json"))
 
 
+def _items(index: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """An index's items as this module writes them: {shard: a file name in the folder, key, id,
+    noise_key >= 0}. Anything else (a shard path leading elsewhere, a key of the wrong type) is damage."""
+    items = index.get("items")
+    if not isinstance(items, list):
+        raise InputError(f"{path}: 'items' is not a list; the index is damaged")
+    for k, it in enumerate(items):
+        shard = it.get("shard") if isinstance(it, dict) else None
+        if not (isinstance(shard, str) and shard == Path(shard).name and not shard.startswith(".")
+                and isinstance(it.get("key"), str) and isinstance(it.get("id"), str)
+                and type(it.get("noise_key")) is int and it["noise_key"] >= 0):
+            raise InputError(f"{path}: item {k} is not {{shard: a file in this folder, key, id, noise_key >= 0}}; "
+                             "the index is damaged")
+    return items
+
+
 def read_cache(directory: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every rank's items, ordered by noise key (the image run's unit order), and the shared settings
     (moments, dtype, meta). Refuses indexes of different runs mixed in one folder."""
-    indexes = [read_object(p, "latent cache index") for p in sorted(Path(directory).glob("index-r*.json"))]
+    paths = sorted(Path(directory).glob("index-r*.json"))
+    indexes = [read_object(p, "latent cache index") for p in paths]
     if any(ix.get("format") != FORMAT or ix.get("version") != VERSION for ix in indexes):
         raise InputError(f"{directory} holds an index-r*.json that is not a latent-scale {VERSION} cache index")
     shared = [{json.dumps(ix.get(k)) for ix in indexes} for k in ("moments", "world")]
     dtypes = {ix.get("dtype") for ix in indexes} - {None}
     if any(len(values) > 1 for values in shared) or len(dtypes) > 1:
         raise InputError(f"{directory} mixes latents of different runs (moments, dtype or world size differ)")
-    items = sorted((it for ix in indexes for it in ix["items"]), key=lambda it: it["noise_key"])
+    items = sorted((it for p, ix in zip(paths, indexes, strict=True) for it in _items(ix, p)),
+                   key=lambda it: it["noise_key"])
     if len({it["noise_key"] for it in items}) != len(items):
         raise InputError(f"{directory} holds the same unit twice (two runs wrote into it); use one folder per run")
+    if len({(it["shard"], it["key"]) for it in items}) != len(items):
+        raise InputError(f"{directory} has an index naming one stored latent for two units; the index is damaged")
     settings = {"moments": bool(indexes[0].get("moments")), "dtype": next(iter(dtypes), None),
                 "meta": indexes[0].get("meta", {})}
     return items, settings
