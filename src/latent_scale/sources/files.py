@@ -49,6 +49,7 @@ def check_regular(path: str) -> os.stat_result:
 
 
 def is_glob(spec: str) -> bool:
+    """Whether the user's path is a pattern (a file named with `*`, `?` or `[` is taken as one)."""
     return any(c in spec for c in GLOB_CHARS)
 
 
@@ -61,6 +62,7 @@ def glob_root(pattern: Path) -> Path:
 
 
 def matching(pattern: Path) -> list[str]:
+    """What a glob matches, `**` included (any depth), as every source reads globs."""
     return glob.glob(str(pattern), recursive=True)
 
 
