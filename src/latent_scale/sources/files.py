@@ -49,7 +49,7 @@ def check_regular(path: str) -> os.stat_result:
 
 
 def is_glob(spec: str) -> bool:
-    """Whether the user's path is a pattern (a file named with `*`, `?` or `[` is taken as one)."""
+    """Whether the user's path is a pattern; callers ask only after no file or folder of that name exists."""
     return any(c in spec for c in GLOB_CHARS)
 
 
