@@ -233,7 +233,7 @@ def kept(z: torch.Tensor, start: float) -> dict:
 def ours(**options: Any) -> dict:
     """latent_scale.estimate with these options, timed from the call (imports excluded, as for the naive
     scripts); a --size sweep gives each size's factor."""
-    from latent_scale.pipeline import estimate
+    from latent_scale.estimation import estimate
 
     start = time.perf_counter()
     out = estimate(progress=False, seed=0, **options)

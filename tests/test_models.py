@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SIZE = 32
 TOL = 1e-6
-pipeline_module = importlib.import_module("latent_scale.pipeline")
+pipeline_module = importlib.import_module("latent_scale.estimation")
 
 
 DETERMINISTIC = {"latent", "latents"}

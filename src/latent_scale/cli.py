@@ -102,7 +102,7 @@ def estimate(ctx: typer.Context, **params: Any) -> None:
     config = options.pop("config", None)
     opts = make_options(str(config) if config else None, **options)  # fails fast, before torch is imported
     from . import distributed
-    from .pipeline import run
+    from .estimation import run
 
     results = run(opts)
     if distributed.init()[0] == 0:
