@@ -481,7 +481,7 @@ def forecast_section(args: argparse.Namespace, tmp: Path) -> None:
         predicted = {floor: forecast(first["units"], first["factor"], half, 0, (tol,), floor=floor)["targets"][-1]
                      ["images"] for floor in (50, 2)}  # what the table shows: never below --min-images
         default = measure("ours", rel_tol=tol, batch_size=args.batch_size, **common)
-        crossing = measure("ours", rel_tol=tol, batch_size=1, min_images=2, **common)
+        crossing = measure("ours", rel_tol=tol, batch_size=1, min_units=2, **common)
         rows.append([f"{tol:g}", predicted[50], needed_text(default), within_2x(default, predicted[50]),
                      predicted[2], needed_text(crossing), within_2x(crossing, predicted[2])])
     print(f"\nForecast: tiny f/2 VAE, 64 px, {args.tol_images} images; forecast from the first 200 (seeded order, "

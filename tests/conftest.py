@@ -204,17 +204,25 @@ def measure() -> Callable[..., Any]:
 
 @pytest.fixture(scope="session")
 def options() -> Callable[..., Any]:
-    """`options(**fields)`: the Options a source is opened with, at the tests' 32 px."""
-    from latent_scale.options import Options
+    """`options(**fields)`: the context a source is opened with, at the tests' 32 px (`kind`: whose own
+    options it carries; by default the source owning the fields given, else images)."""
+    from latent_scale.options import make_options
+    from latent_scale.sources import context_for
 
-    return functools.partial(Options, size=SIZE)
+    def make(kind: str | None = None, channels: int | None = None, **fields: Any) -> Any:
+        opts = make_options(**{"size": SIZE, **fields})
+        owner = kind or next((k for k, own in opts.sources.items() if set(fields) & set(vars(own))), "images")
+        return context_for(opts, owner, channels)
+
+    return make
 
 
 def _accumulate(source: Any, seed: int = 0, batch_size: int = 4) -> Any:
     """The loop as the pipeline runs it over `source`, with the source's own posterior in the encoder's
     place (a latent source), and without the model, the checkpoint or the result around it."""
     from latent_scale.loop import Accumulate
-    from latent_scale.sources.base import loader, order
+    from latent_scale.sources.base import order
+    from latent_scale.sources.batches import loader
     from latent_scale.state import Run
 
     run = Run.empty(1)

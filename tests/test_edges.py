@@ -153,10 +153,9 @@ def test_old_format_pickle_is_refused_in_words(vae_dir: Path, tmp_path: Path, ph
     assert "operand" not in err
 
 
-def test_a_glob_roots_ids_at_its_fixed_prefix_for_every_source(tmp_path: Path) -> None:
+def test_a_glob_roots_ids_at_its_fixed_prefix_for_every_source(tmp_path: Path, options: Callable[..., Any]) -> None:
     """`data/**/x*.ext`: ids are relative to `data` for images, latents, videos and parquet alike,
     whichever files match (not the pattern's parent `data/**`, nor the matches' common folder)."""
-    from latent_scale.options import Options
     from latent_scale.sources.datasets import resolve
     from latent_scale.sources.images import list_images
     from latent_scale.sources.latents import list_units
@@ -169,6 +168,6 @@ def test_a_glob_roots_ids_at_its_fixed_prefix_for_every_source(tmp_path: Path) -
     want = str(tmp_path / "data")
     pattern = str(tmp_path / "data/**/x*")
     assert list_images(pattern + ".png")[2] == want
-    assert list_units(pattern + ".npy", Options(), None)[2] == want
+    assert list_units(pattern + ".npy", options("latents"), None)[2] == want
     assert list_videos(pattern + ".mp4")[1] == want
     assert resolve(pattern + ".parquet")[1] == want

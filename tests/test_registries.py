@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from latent_scale.models import FAMILIES, Family, register_family
-from latent_scale.sources import _ORDER, _REGISTRY, register_source
+from latent_scale.sources import _ORDER, _REGISTRY, register_source, registered
 from latent_scale.sources.images import ImageSource
 
 
@@ -40,6 +40,7 @@ def test_register_family_adds_a_class(families: dict) -> None:
 
 @pytest.fixture
 def sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    registered()  # the built-in sources are imported on first use
     monkeypatch.setattr("latent_scale.sources._REGISTRY", dict(_REGISTRY))
     monkeypatch.setattr("latent_scale.sources._ORDER", list(_ORDER))
 

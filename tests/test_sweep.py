@@ -42,6 +42,6 @@ def test_bad_sweep_sizes_are_refused(size: str, cli: Cli) -> None:
 
 
 def test_unreached_rel_tol_is_stated(vae_dir: Path, photo_dir: Path, measure: Callable[..., Any]) -> None:
-    r = measure(vae_dir, photo_dir, rel_tol=1e-6, min_images=2)
+    r = measure(vae_dir, photo_dir, rel_tol=1e-6, min_units=2)
     assert not r.run["stopped_early"] and r.num_images == 24
     assert r.run["rel_tol_unmet"].startswith("not reached") and "1e-06" in r.run["rel_tol_unmet"]

@@ -30,7 +30,7 @@ from cases import CASES, Case
 from latent_scale.errors import InputError
 from latent_scale.models import FAMILIES, Encoder, temporal_compression
 from latent_scale.options import Options
-from latent_scale.sources.base import UnitDataset
+from latent_scale.sources.batches import UnitDataset
 from latent_scale.sources.video import VIDEO_EXTENSIONS, VideoSource, check_frames, default_frames, pick_nearest
 
 SIZE = 32

@@ -68,21 +68,32 @@ def _cli_type(f: dataclasses.Field, hints: dict[str, Any]) -> Any:
     return Optional[kind] if f.default is None else kind  # noqa: UP045 - typer needs typing.Optional
 
 
+def _option_fields() -> list[tuple[dataclasses.Field, dict[str, Any]]]:
+    """Every estimate option: the shared ones, then each source's own (with their type hints)."""
+    from .sources import registered
+
+    groups = [Options, *(cls.options for cls in registered() if cls.options)]
+    return [(f, typing.get_type_hints(group)) for group in groups for f in dataclasses.fields(group)
+            if f.metadata.get("cli") != "skip"]
+
+
 def _estimate_signature() -> inspect.Signature:
-    """ctx, every Options field as a typer.Option, then the display-only options."""
-    hints = typing.get_type_hints(Options)
+    """ctx, every option as a typer.Option under its help panel, then the display-only options."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-    for f in dataclasses.fields(Options):
-        default = typer.Option(f.default, *f.metadata["flags"], help=f.metadata["help"])
+    for f, hints in _option_fields():
+        shown = f.metadata["shown"] or (f.default is not None and f.default is not False)
+        flag = hints[f.name] is bool
+        default = typer.Option(f.default, *f.metadata["flags"], help=f.metadata["help"], show_default=shown,
+                               rich_help_panel=f.metadata["panel"], metavar="" if flag else None)
         params.append(inspect.Parameter(f.name, keyword, default=default, annotation=_cli_type(f, hints)))
     params += [
         inspect.Parameter("json_", keyword, annotation=bool, default=typer.Option(
-            False, "--json", help="Print the result JSON on stdout instead of the table.")),
+            False, "--json", help="Print the result JSON on stdout instead of the table", rich_help_panel="Output")),
         inspect.Parameter("snippets", keyword, annotation=bool, default=typer.Option(
-            False, help="Also print a diffusers config.json snippet per normalisation.")),
+            False, help="Also print a diffusers config.json snippet per normalisation", rich_help_panel="Output")),
         inspect.Parameter("config", keyword, annotation=Optional[Path], default=typer.Option(  # noqa: UP045
-            None, help="A TOML preset (see configs/); options given here override it.")),
+            None, help="A TOML preset (see configs/); options given here override it", rich_help_panel="Model")),
     ]
     return inspect.Signature(params)
 
@@ -102,15 +113,25 @@ def estimate(ctx: typer.Context, **params: Any) -> None:
     config = options.pop("config", None)
     opts = make_options(str(config) if config else None, **options)  # fails fast, before torch is imported
     from . import distributed
+    from .checkpoint import Checkpoint
     from .estimation import run
 
     results = run(opts)
-    if distributed.init()[0] == 0:
+    rank, world = distributed.init()
+    if rank == 0:
         _show(results[0] if len(results) == 1 else results, json_, snippets)
+        _wrote(opts.output, Checkpoint.path_for(opts.checkpoint, rank, world), opts.save_latents)
 
 
 estimate.__signature__ = _estimate_signature()
 app.command(name="estimate")(estimate)
+
+
+def _wrote(*paths: str | Path | None) -> None:
+    """One `wrote PATH` line per file or folder written, on stderr for every command, so stdout holds
+    only the table or pure JSON."""
+    for path in filter(None, paths):
+        typer.echo(f"wrote {path}", err=True)
 
 
 def _show(result: dict | list[dict], json_: bool, snippets: bool) -> None:
@@ -138,6 +159,7 @@ def merge(
     from .merge import merge_files
 
     _show(merge_files(results, output, force=force), json_, snippets)
+    _wrote(output)
 
 
 @app.command()
@@ -147,10 +169,15 @@ def compare(
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="Also draw the per-channel histograms overlaid (needs matplotlib)."),
     json_: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    force: bool = typer.Option(False, "--force",
+                               help="Let -o replace an existing file that is not a latent-scale plot."),
 ) -> None:
     """Results side by side, and whether their factors differ beyond their 95 % intervals."""
     from .compare import check_overlay, compare_results, format_comparison, load_results
+    from .outputs import check_output
 
+    if output:
+        check_output(output, inputs=results, what="-o", kind="plot", force=force)
     found, names = load_results(results)
     cmp = compare_results(found, names)
     if output:
@@ -159,7 +186,7 @@ def compare(
     if output:
         from .plot import plot_compare
 
-        typer.echo(f"wrote {plot_compare(found, names, output)}", err=json_)
+        _wrote(plot_compare(found, names, output))
 
 
 @app.command()
@@ -198,8 +225,11 @@ def apply(
     """Write the measured factor into a local VAE's config.json (atomically; the original stays as .bak)."""
     from .apply import apply_result, describe_apply
 
-    typer.echo(describe_apply(apply_result(result, to, shift=shift, per_channel=per_channel, rms=rms,
-                                           subfolder=subfolder, dry_run=dry_run, force=force)))
+    done = apply_result(result, to, shift=shift, per_channel=per_channel, rms=rms, subfolder=subfolder,
+                        dry_run=dry_run, force=force)
+    typer.echo(describe_apply(done))
+    if done["changed"] and not dry_run:
+        _wrote(done["backup"], done["config"])
 
 
 @app.command()
@@ -207,14 +237,14 @@ def apply(
 def plot(
     result: Path = typer.Argument(..., help="A result JSON of latent-scale estimate or merge."),
     output: Path = typer.Option(..., "--output", "-o", help="Image file to write (png, pdf, svg ...)."),
-    force: bool = typer.Option(False, help="Replace an existing file that is not an image."),
+    force: bool = typer.Option(False, help="Let -o replace an existing file that is not a latent-scale plot."),
 ) -> None:
     """Per-channel histograms of the scaled latents against a unit normal (needs matplotlib)."""
-    from .io import check_output
+    from .outputs import check_output
     from .plot import plot_result
 
-    check_output(output, inputs=[result], kind="plot", force=force)
-    typer.echo(f"wrote {plot_result(result, output)}")
+    check_output(output, inputs=[result], what="-o", kind="plot", force=force)
+    _wrote(plot_result(result, output))
 
 
 def _warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from .stats import PosteriorStats
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Which part of the units this process takes: --shard i/n, then the torchrun rank."""
+
+    rank: int = 0
+    world: int = 1
+    shard: int = 0
+    shards: int = 1
+
+    @property
+    def writer(self) -> int:
+        """This process's number among every process of every shard (one --save-latents writer each)."""
+        return self.shard * self.world + self.rank
+
+    @property
+    def writers(self) -> int:
+        return self.shards * self.world
+
+    def positions(self, ordered: list[int]) -> list[int]:
+        return ordered[self.shard::self.shards][self.rank::self.world]
 
 
 def init() -> tuple[int, int]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import gc
 import os
 import time
@@ -15,31 +17,33 @@ import torch
 
 from . import distributed
 from .checkpoint import Checkpoint
+from .distributed import RunContext
 from .encode import ChunkedEncoder, Posterior
 from .errors import InputError
 from .forecast import forecast
 from .identity import data_identity, model_identity
-from .io import check_checkpoint_path, check_output, write_json
+from .outputs import check_run_outputs, write_json
 from .latent_cache import LatentCache
-from .loop import Accumulate, drive
+from .loop import Accumulate, StopRule, drive
 from .models import Encoder, load_model
 from .options import DEFAULT_MODEL, Options, make_options, parse_shard
 from .precision import precision_warning
-from .report import Result, build_result, frames_result, histogram_edges_for, population, speed
-from .sources import open_source
-from .sources.base import Source, loader, order
+from .report import histogram_edges_for, speed
+from .schema.build import ResultDict, build_result, check_spread, frames_result, population
+from .sources import context_for, open_source, source_named
+from .sources.base import Source, order
+from .sources.batches import loader
 from .sources.images import cache_root
 from .state import Run, frames_from_dict, frames_to_dict, merge_frames
 from .stats import PosteriorStats
-from .validation import check_spread
 
 
 def estimate(model: str | None = None, data: str | None = None, *, config: str | None = None,
-             **options: Any) -> Result | list[Result]:
+             **options: Any) -> ResultDict | list[ResultDict]:
     """Measure the latent scale factor of `model` on `data`; see Options for every keyword.
 
-    Returns a Result (a dict with attribute access) with the fields of the result JSON, or one
-    Result per size when `size` lists several.
+    Returns a ResultDict (a dict with attribute access) with the fields of the result JSON, or one
+    ResultDict per size when `size` lists several.
     """
     results = run(make_options(config, model=model, data=data, **options))
     return results[0] if len(results) == 1 else results
@@ -61,7 +65,7 @@ class Posteriors:
     chunked: ChunkedEncoder | None = None
 
 
-def run(opts: Options) -> list[Result]:
+def run(opts: Options) -> list[ResultDict]:
     """The recipe, in the order it happens. Torch's thread count (which loader workers lower on CPU) is
     the caller's again afterwards."""
     threads = torch.get_num_threads()
@@ -87,65 +91,87 @@ def _collector_off_old_objects() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _run(opts: Options) -> list[Result]:
+def _run(opts: Options) -> list[ResultDict]:
     rank, world = distributed.init()
-    _check_run(opts, rank, world)
-    source, posteriors = _source_and_posteriors(opts, rank, world)
-    positions = _positions(len(source), opts, rank, world)
-    recipe = {**opts.recipe(), **source.recipe(), "unit": source.unit, "dtype": posteriors.dtype,
-              "dataset_size": len(source),
-              "data_identity": data_identity(source.ids, source.root, source.signature())}
+    ctx = RunContext(rank, world, *parse_shard(opts.shard))
+    _check_run(opts, ctx)
+    source, posteriors = _source_and_posteriors(opts, ctx)
+    positions = ctx.positions(order(len(source), opts.seed, opts.limit))
+    recipe = _recipe(opts, source, posteriors)
     ckpt = Checkpoint.for_rank(opts.checkpoint, rank, world, _fingerprint(posteriors, recipe, opts, world),
-                               opts.checkpoint_every, ids=source.ids, positions=len(positions), unit=source.unit)
+                               opts.checkpoint_every, ids=source.ids, positions=len(positions), unit=source.unit,
+                               sizes=opts.sizes)
     state = (ckpt.resume() if opts.resume and ckpt else None) or Run.empty(len(opts.sizes))
-    cache = _latent_cache(opts, state, ckpt, posteriors, recipe, rank, world)
+    cache = _latent_cache(opts, state, ckpt, posteriors, recipe, ctx)
     step = Accumulate(state, source, posteriors.fn, seed=opts.seed, strict=opts.strict, cache=cache,
                       edges=histogram_edges_for(posteriors.model),
                       stochastic=posteriors.stochastic)
     workers = _workers(opts, len(positions), posteriors.device)
     batches = loader(source, positions[state.done:], opts.batch_size, workers, posteriors.device.type == "cuda")
     start = time.monotonic()
-    reason = drive(batches, step, state, opts, ckpt, total=len(positions), show=opts.progress and rank == 0,
-                   unit=source.unit)
+    reason = drive(batches, step, state, StopRule(opts.posterior, opts.rel_tol, opts.min_units), ckpt,
+                   total=len(positions), show=opts.progress and rank == 0)
     run_info = {"seconds": time.monotonic() - start, "device": str(posteriors.device), "world_size": world,
                 "shard": opts.shard, "batch_size": opts.batch_size, "workers": workers,
                 "stopped_early": reason is not None, "stop_reason": reason, "compile": opts.compile}
     _finish(state, ckpt, cache, posteriors, run_info, opts.rel_tol)
-    results = _results(state, posteriors, source, recipe, opts, run_info, rank, world)
+    results = _results(state, posteriors, source, recipe, opts, run_info, ctx)
     if opts.output and rank == 0:
         write_json(opts.output, results[0] if len(results) == 1 else results)
     return results
 
 
-def _check_run(opts: Options, rank: int, world: int) -> None:
+def _recipe(opts: Options, source: Source, posteriors: Posteriors) -> dict[str, Any]:
+    """The recipe, built once: what determines the numbers (the options', the source's and the
+    encoder's parts), plus what the data is by content."""
+    return {**opts.recipe(), "source": source.kind, **source.recipe(), "unit": source.unit,
+            "dtype": posteriors.dtype, "dataset_size": len(source),
+            "data_identity": data_identity(source.ids, source.root, source.signature())}
+
+
+def _check_run(opts: Options, ctx: RunContext) -> None:
     """Refuse, before any work: what the split cannot do, and overwriting what is not ours."""
-    if opts.rel_tol is not None and world > 1:
+    if opts.rel_tol is not None and ctx.world > 1:
         raise InputError("--rel-tol needs a single process; with torchrun use --limit")
     if opts.save_latents and (opts.latents or len(opts.sizes) > 1):
-        raise InputError("--save-latents writes the latents of one image run: drop --latents or the --size list")
-    if opts.output and rank == 0:
-        check_output(opts.output, inputs=[opts.checkpoint] if opts.checkpoint else (), force=opts.force)
-    path = Checkpoint.path_for(opts.checkpoint, rank, world)
-    if path:
-        check_checkpoint_path(path, opts.resume, opts.force, inputs=[opts.output] if opts.output else ())
+        raise InputError("--save-latents writes the latents of one encoding run: drop --latents or the --size list")
+    check_run_outputs(opts, Checkpoint.path_for(opts.checkpoint, ctx.rank, ctx.world), ctx.rank)
 
 
-def _source_and_posteriors(opts: Options, rank: int, world: int) -> tuple[Source, Posteriors]:
-    """Pixel sources are listed before the model loads (a bad --data fails at once); a latent source
-    after the optional --model, whose channel count it checks."""
+def _source_and_posteriors(opts: Options, ctx: RunContext) -> tuple[Source, Posteriors]:
+    """The model first (its family says which input kinds it takes), then the first source that takes
+    --data; stored latents go to the latent source, checked against the optional --model's channels."""
     if opts.latents:
         encoder = _load_encoder(opts, "cpu", "float32") if opts.model else None
-        source = open_source(opts, channels=encoder.info.latent_channels if encoder else None)
+        channels = encoder.info.latent_channels if encoder else None
+        source = source_named("latents").open(opts.latents, context_for(opts, "latents", channels))
         model = _model_field(encoder, opts) if encoder else dict(NO_MODEL)
         return source, Posteriors(source.posterior, model, torch.device("cpu"), "float64", source.moments)
-    source = open_source(opts)
-    encoder = _load_encoder(opts, distributed.device_for(opts.device, rank, world), opts.dtype)
+    encoder = _load_encoder(opts, distributed.device_for(opts.device, ctx.rank, ctx.world), opts.dtype)
+    source = open_source(opts.data, functools.partial(context_for, opts), _takes(encoder))
+    _refuse_foreign_options(opts, source)
     if not encoder.stochastic and opts.posterior != "mode":  # said once, not again by the float32 twin
         warnings.warn(f"{encoder.info.class_name} is deterministic: reporting the posterior mode", stacklevel=2)
     source.adapt(encoder)
     chunked = _chunked(encoder, opts)
     return source, Posteriors(chunked, _model_field(encoder, opts), encoder.device,
                               str(encoder.dtype).removeprefix("torch."), encoder.stochastic, chunked)
+
+
+def _takes(encoder: Encoder) -> set[str]:
+    """The input kinds the model's family encodes: images, and clips (a one-frame clip is an image)."""
+    return {"pixels", "frames"}
+
+
+def _refuse_foreign_options(opts: Options, source: Source) -> None:
+    """An option of another kind of data (e.g. --frames for images) would silently do nothing: refuse it."""
+    for kind, own in opts.sources.items():
+        if kind == source.kind:
+            continue
+        for f in dataclasses.fields(own):
+            if getattr(own, f.name) != f.default and f.name != "moments":
+                raise InputError(f"--{f.name.replace('_', '-')} is an option of {source_named(kind).units}; "
+                                 f"--data {opts.data} holds {source.units}")
 
 
 def _model_field(encoder: Encoder, opts: Options) -> dict[str, Any]:
@@ -174,12 +200,6 @@ def _chunked(encoder: Encoder, opts: Options) -> ChunkedEncoder:
                           count_flops=opts.crop, compile=opts.compile)
 
 
-def _positions(num_units: int, opts: Options, rank: int, world: int) -> list[int]:
-    """This process's units: the seeded order, then --shard i/n, then the torchrun rank."""
-    shard_i, shard_n = parse_shard(opts.shard)
-    return order(num_units, opts.seed, opts.limit)[shard_i::shard_n][rank::world]
-
-
 def _fingerprint(posteriors: Posteriors, recipe: dict[str, Any], opts: Options, world: int) -> dict[str, Any]:
     """What must match for a checkpoint to continue: the model and data by content (not by how they
     were spelled), the recipe and the split."""
@@ -189,17 +209,17 @@ def _fingerprint(posteriors: Posteriors, recipe: dict[str, Any], opts: Options, 
 
 
 def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors: Posteriors,
-                  recipe: dict[str, Any], rank: int, world: int) -> LatentCache | None:
+                  recipe: dict[str, Any], ctx: RunContext) -> LatentCache | None:
     """--save-latents: one writer per process (shard and rank), resumed with the checkpoint."""
     if not opts.save_latents:
         return None
-    if opts.moments and not posteriors.stochastic:
+    moments = opts.sources["latents"].moments
+    if moments and not posteriors.stochastic:
         raise InputError("--moments needs a stochastic encoder (mean and logvar); this one is deterministic")
-    shard_i, shard_n = parse_shard(opts.shard)
-    rank_of, ranks = shard_i * world + rank, shard_n * world
+    rank_of, ranks = ctx.writer, ctx.writers
     meta = {"model": posteriors.model, "recipe": recipe}
-    cache = (LatentCache.resume(opts.save_latents, state.cache, rank_of, ranks, opts.moments, meta=meta)
-             if state.cache else LatentCache(opts.save_latents, rank_of, ranks, opts.moments, meta=meta))
+    cache = (LatentCache.resume(opts.save_latents, state.cache, rank_of, ranks, moments, meta=meta)
+             if state.cache else LatentCache(opts.save_latents, rank_of, ranks, moments, meta=meta))
     if ckpt:
         def flush(saved: Run) -> None:
             cache.flush()
@@ -243,30 +263,30 @@ def _unmet(stats: PosteriorStats, opts: Options, stopped_early: bool) -> str | N
     if opts.rel_tol is None or stopped_early:
         return None
     f, half = stats.interval(opts.posterior)
-    return (f"not reached: ±{half / f:.3g} relative after all {stats.num_images} units "
+    return (f"not reached: ±{half / f:.3g} relative after all {stats.num_images} counted "
             f"(asked ±{opts.rel_tol:g}; needs more data)")
 
 
 def _results(state: Run, posteriors: Posteriors, source: Source, recipe: dict[str, Any], opts: Options,
-             run_info: dict[str, Any], rank: int, world: int) -> list[Result]:
+             run_info: dict[str, Any], ctx: RunContext) -> list[ResultDict]:
     """One result per view (--size), from the statistics of every rank merged in rank order."""
-    return [_result(v, state, posteriors, source, {**recipe, "size": size}, opts, run_info, rank, world)
+    return [_result(v, state, posteriors, source, {**recipe, "size": size}, opts, run_info, ctx)
             for v, size in enumerate(opts.sizes[:len(state.stats)])]
 
 
 def _result(v: int, state: Run, posteriors: Posteriors, source: Source, recipe: dict[str, Any], opts: Options,
-            run_info: dict[str, Any], rank: int, world: int) -> Result:
+            run_info: dict[str, Any], ctx: RunContext) -> ResultDict:
     extra = {"skipped": [s for s in state.skipped if s.get("view", v) == v], "upcast_chunks": state.upcast_chunks,
              "latent_shape": state.latent_shapes[v], "frames": frames_to_dict(state.frames[v])}
-    stats, parts = distributed.gather(state.stats[v], extra, rank, world)
+    stats, parts = distributed.gather(state.stats[v], extra, ctx.rank, ctx.world)
     skipped = [{k: s[k] for k in ("path", "error")} for part in parts for s in part["skipped"]]
     if stats is None:
-        raise InputError(f"no unit of {opts.latents or opts.data} could be used ({len(skipped)} skipped)")
-    check_spread(stats, stats.key(opts.posterior), f"the units of {opts.latents or opts.data}")
+        raise InputError(f"no {source.unit} of {opts.latents or opts.data} could be used ({len(skipped)} skipped)")
+    check_spread(stats, stats.key(opts.posterior), f"the {source.units} of {opts.latents or opts.data}")
     info = {**run_info, "upcast_chunks": sum(part["upcast_chunks"] for part in parts),
             "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
             "forecast": forecast(stats.num_images, *stats.interval(opts.posterior), run_info["seconds"],
-                                 (opts.rel_tol,), population(recipe, skipped), opts.min_images),
+                                 (opts.rel_tol,), population(recipe, skipped), opts.min_units),
             **speed(posteriors, stats.num_images, run_info["seconds"])}
     shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
     result = build_result(stats, posteriors.model, recipe, skipped, posterior=stats.key(opts.posterior), run=info,

@@ -12,6 +12,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,20 +23,10 @@ from .encode import Posterior
 from .errors import InputError, Interrupted
 from .forecast import forecast, postfix
 from .latent_cache import LatentCache
-from .options import Options
-from .sources.base import Batch, Source
+from .sources.base import Source
+from .sources.batches import Batch
 from .state import FRAME_PARTS, Run
-from .stats import PosteriorStats
-
-
-def noise(keys: list[int], shape: torch.Size, seed: int) -> torch.Tensor:
-    """ε for each unit from a generator seeded by (seed, its noise key): split-independent."""
-    g = torch.Generator()
-    out = torch.empty((len(keys), *shape))
-    for k, key in enumerate(keys):
-        g.manual_seed((seed * 1_000_003 + key) % (2**63))
-        out[k] = torch.randn(shape, generator=g)
-    return out
+from .stats import PosteriorStats, noise
 
 
 def in_float32_range(x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +87,7 @@ class Accumulate:
         bad = ~in_float32_range(mean)
         if logvar is not None:
             bad |= ~in_float32_range(logvar)
-        reason = ("non-finite latent even in float32" if self.source.produces == "pixels"
+        reason = ("non-finite latent even in float32" if self.source.input != "latents"
                   else "holds NaN, ±inf or values beyond float32's range (±3.4e38)")
         for i in index[bad].tolist():
             self.skip(i, reason, view)
@@ -138,10 +129,21 @@ def interval(state: Run, posterior: str) -> tuple[float, float]:
     return worst
 
 
-def drive(batches: Any, step: Accumulate, state: Run, opts: Options, ckpt: Checkpoint | None, *,
-             total: int, show: bool, unit: str) -> str | None:
+@dataclass(frozen=True)
+class StopRule:
+    """--rel-tol: stop once the chosen posterior's 95 % interval is within ±rel_tol, never before
+    min_units units."""
+
+    posterior: str
+    rel_tol: float | None = None
+    min_units: int = 50
+
+
+def drive(batches: Any, step: Accumulate, state: Run, opts: StopRule, ckpt: Checkpoint | None, *,
+          total: int, show: bool) -> str | None:
     """The loop with a progress bar, periodic checkpoints, Ctrl-C/SIGTERM and --rel-tol; returns why it
     stopped early (None when the data ran out)."""
+    unit, units = step.source.unit, step.source.units
     bar = tqdm(total=total, initial=state.done, unit=unit, file=sys.stderr, disable=not show, dynamic_ncols=True)
     signals = StopSignals()
     start, seen_before = time.monotonic(), state.num_units
@@ -156,10 +158,10 @@ def drive(batches: Any, step: Accumulate, state: Run, opts: Options, ckpt: Check
             return None  # nobody reads the running interval: latent caches feel its cost
         f, half = interval(state, opts.posterior)
         seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
-        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,), floor=opts.min_images))
+        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,), floor=opts.min_units))
         bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else ""), refresh=False)
-        if opts.rel_tol is not None and state.num_units >= opts.min_images and half < opts.rel_tol * f:
-            return f"95% interval within ±{opts.rel_tol:g} after {state.num_units} {unit}s"
+        if opts.rel_tol is not None and state.num_units >= opts.min_units and half < opts.rel_tol * f:
+            return f"95% interval within ±{opts.rel_tol:g} after {state.num_units} {units}"
         return None
 
     try:
@@ -168,14 +170,14 @@ def drive(batches: Any, step: Accumulate, state: Run, opts: Options, ckpt: Check
     except (KeyboardInterrupt, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not signals.requested:
             raise  # a real error, not a worker killed by the same Ctrl-C
-        raise interrupted(state, ckpt, isinstance(e, ForceQuit), unit) from None
+        raise interrupted(state, ckpt, isinstance(e, ForceQuit), units) from None
     finally:
         bar.close()
 
 
-def interrupted(state: Run, ckpt: Checkpoint | None, force: bool, unit: str) -> Interrupted:
+def interrupted(state: Run, ckpt: Checkpoint | None, force: bool, units: str) -> Interrupted:
     if ckpt and not force:
         ckpt.save(state)
-        return Interrupted(f"interrupted after {state.done} {unit}s; state saved to {ckpt.path}, "
+        return Interrupted(f"interrupted after {state.done} {units}; state saved to {ckpt.path}, "
                            "continue with --resume")
-    return Interrupted(f"interrupted after {state.done} {unit}s; nothing new saved")
+    return Interrupted(f"interrupted after {state.done} {units}; nothing new saved")

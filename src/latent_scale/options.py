@@ -18,70 +18,70 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .errors import InputError
+from .fields import option
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 POSTERIORS = ("sample", "mode", "expected_sample")
 PRESET_ANNOTATIONS = {"published", "notes", "name"}  # keys a configs/*.toml preset may carry besides options
 
 
-def option(default: Any, help: str, *, cli: type | None = None, flags: tuple[str, ...] = ()) -> Any:
-    """A dataclass field that also describes its CLI option (`cli`: the click type when the field's
-    Python type is wider than what a command line can say, e.g. a comma list for --size)."""
-    return field(default=default, metadata={"help": help, "cli": cli, "flags": flags})
+PANELS = ("Model", "Data", "Statistics", "Output", "Large jobs", "Speed")  # help panels, in order
+ALIASES = {"min_images": "min_units"}  # older spellings that keep working, in the API and on the command line
 
 
 @dataclass
 class Options:
-    """Every option of `latent-scale estimate`; the CLI and the Python API are thin layers over these."""
+    """Every option of `latent-scale estimate` but the sources' own; the CLI and the Python API are
+    thin layers over these. `sources` holds each source's own options (see sources/)."""
 
-    model: str | None = option(None, "Hub id, diffusers folder (pipeline or VAE), or single .safetensors/.ckpt "
-                                     f"file [default: {DEFAULT_MODEL}; with --latents: none].")
-    data: str = option("imagenette", "imagenette, samples, an image or video folder, a .txt list, 'shards/*.tar', "
-                                     "parquet files, a saved dataset folder or hf://ORG/NAME[:SPLIT].")
-    latents: str | None = option(None, "Measure cached latents instead of encoding images: a folder, glob, .txt list "
-                                       "or .tar shards of .npy/.npz/.safetensors/.pt files, or parquet.")
+    model: str | None = option(None, "Hub id, diffusers folder (pipeline or VAE), or single .safetensors/.ckpt file",
+                               shown=f"{DEFAULT_MODEL}; none with --latents", panel="Model")
+    subfolder: str | None = option(None, "Subfolder of the model holding the VAE", shown="found", panel="Model")
+    revision: str | None = option(None, "Hub revision", shown="main", panel="Model")
+    variant: str | None = option(None, "Weights variant, e.g. fp16", shown="none", panel="Model")
+    tiling: bool = option(False, "Use the VAE's own tiled encode (large frames), for classes that have it",
+                          panel="Model", flags=("--tiling",))
+    data: str = option("imagenette", "imagenette, samples, a folder of images, videos or audio, a .txt list, "
+                                     "'shards/*.tar', parquet files, a saved dataset folder or hf://ORG/NAME[:SPLIT]")
+    latents: str | None = option(None, "Measure stored latents instead of encoding: a folder, glob, .txt list or "
+                                       ".tar shards of .npy/.npz/.safetensors/.pt files, parquet, or a "
+                                       "--save-latents folder")
     size: int | str = option(512, "Resize the shorter side, then center crop to size×size; a comma list "
-                                  "(256,512,1024) measures every size in one pass.", cli=str)
-    crop: bool = option(True, "Center crop to size×size; --no-crop keeps the aspect ratio (one by one).")
-    posterior: str = option("sample", "sample, mode or expected_sample (all three are in the JSON).")
-    seed: int = option(0, "Seeds the unit order (for --limit) and the posterior noise.")
-    batch_size: int = option(12, "Units (images, clips, latents) per DataLoader batch.")
-    chunk_size: int | str = option("auto", "Units per encode() call; auto halves on out-of-memory.", cli=str)
-    limit: int | None = option(None, "Stop after N units of a seeded shuffled order.")
-    rel_tol: float | None = option(None, "Stop once the 95% interval is within ±rel_tol of the factor.")
-    min_images: int = option(50, "--rel-tol never stops before this many units.")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
-    dtype: str = option("auto", "auto (bfloat16 on CUDA and on CPUs with native bf16 units, else float32), "
-                                "float32, bfloat16, float16.")
-    workers: int | None = option(None, "DataLoader worker processes [default: CPU runs 0 on ≤ 2 cores, else "
-                                       "cores/4 up to 8; CUDA min(8, cores - 1)].")
-    compile: bool = option(False, "torch.compile the encoder (worth it on GPUs, long runs).", flags=("--compile",))
-    tiling: bool = option(False, "Use the VAE's own tiled encode (large frames); for classes that have it.",
-                          flags=("--tiling",))
-    frames: int | None = option(None, "Frames per clip for video data: 1 + k·t for the VAE's temporal compression t "
-                                      "[default 1 + 4t: 17 Wan/HunyuanVideo/CogVideoX, 25 Mochi, 33 LTX-Video].")
-    fps: float | None = option(None, "Resample videos to this frame rate [default: each file's own].")
-    clips_per_video: int = option(1, "Clips per video, evenly spaced (1 starts at frame 0).")
-    moments: bool = option(False, "--latents files (and --save-latents) hold mean ‖ logvar (2C channels, LDM layout).",
-                           flags=("--moments",))
-    key: str | None = option(None, "The tensor to read in latent files holding several (dict, .npz, .safetensors).")
-    input_scale: float | None = option(None, "The cached latents were stored multiplied by this factor.")
-    column: str | None = option(None, "The image (or latent) column of a dataset [default: found automatically].")
-    save_latents: str | None = option(None, "Also write the latents (mean ‖ logvar with --moments) as safetensors "
-                                            "shards with a JSON index into this folder.")
-    output: str | None = option(None, "Write the result JSON here (atomically).", flags=("--output", "-o"))
+                                  "(256,512,1024) measures every size in one pass", cli=str)
+    crop: bool = option(True, "Center crop to size×size; --no-crop keeps the aspect ratio (one unit at a time)")
+    limit: int | None = option(None, "Stop after N units of a seeded shuffled order", shown="all")
+    column: str | None = option(None, "The image (or latent) column of a dataset", shown="found automatically")
+    strict: bool = option(False, "Stop at the first unreadable unit (exit 2)", flags=("--strict",))
+    cache_dir: str | None = option(None, "Dataset and hash cache", shown="$XDG_CACHE_HOME/latent-scale")
+    posterior: str = option("sample", "sample, mode or expected_sample (all three are in the JSON)",
+                            panel="Statistics")
+    seed: int = option(0, "Seeds the unit order (for --limit) and the posterior noise", panel="Statistics")
+    rel_tol: float | None = option(None, "Stop once the 95% interval is within ±rel_tol of the factor",
+                                   panel="Statistics")
+    min_units: int = option(50, "--rel-tol never stops before this many units", panel="Statistics",
+                            flags=("--min-units", "--min-images"))
+    output: str | None = option(None, "Write the result JSON here (atomically)", panel="Output",
+                                flags=("--output", "-o"))
     force: bool = option(False, "Let -o replace a file that is not a latent-scale result, and --checkpoint an "
-                                "existing checkpoint.", flags=("--force",))
-    checkpoint: str | None = option(None, "Save state here periodically and on Ctrl-C/SIGTERM.")
-    checkpoint_every: float = option(60.0, "Seconds between checkpoint saves.")
-    resume: bool = option(False, "Continue from --checkpoint.", flags=("--resume",))
-    shard: str | None = option(None, "i/n: take units i, i+n, …; combine with `merge`.")
-    strict: bool = option(False, "Stop at the first unreadable unit (exit 2).", flags=("--strict",))
-    subfolder: str | None = option(None, "Subfolder of the model holding the VAE.")
-    revision: str | None = option(None, "Hub revision.")
-    variant: str | None = option(None, "Weights variant, e.g. fp16.")
-    cache_dir: str | None = option(None, "Dataset and hash cache [default: $XDG_CACHE_HOME/latent-scale].")
-    progress: bool = option(True, "Show the progress bar on stderr.")
+                                "existing checkpoint", panel="Output", flags=("--force",))
+    save_latents: str | None = option(None, "Also write the latents as safetensors shards with a JSON index into "
+                                            "this folder", panel="Output")
+    progress: bool = option(True, "Show the progress bar on stderr", panel="Output")
+    checkpoint: str | None = option(None, "Save state here periodically and on Ctrl-C/SIGTERM", panel="Large jobs")
+    checkpoint_every: float = option(60.0, "Seconds between checkpoint saves", panel="Large jobs")
+    resume: bool = option(False, "Continue from --checkpoint", panel="Large jobs", flags=("--resume",))
+    shard: str | None = option(None, "i/n: take units i, i+n, …; combine with `merge`", panel="Large jobs")
+    batch_size: int = option(12, "Units per DataLoader batch", panel="Speed")
+    chunk_size: int | str = option("auto", "Units per encode() call; auto halves on out-of-memory", panel="Speed",
+                                   cli=str)
+    device: str = option("auto", "auto (cuda when available), cpu, cuda or cuda:N", panel="Speed")
+    dtype: str = option("auto", "auto (bfloat16 on CUDA and on CPUs with native bf16 units, else float32), "
+                                "float32, bfloat16, float16", panel="Speed")
+    workers: int | None = option(None, "DataLoader worker processes", panel="Speed",
+                                 shown="0 on a CPU with ≤ 2 cores, else cores/4 up to 8; on CUDA min(8, cores - 1)")
+    compile: bool = option(False, "torch.compile the encoder (worth it on GPUs, long runs)", panel="Speed",
+                           flags=("--compile",))
+    sources: dict[str, Any] = field(default_factory=dict, metadata={"cli": "skip"})
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -92,19 +92,15 @@ class Options:
         """Every check that needs neither the model nor the data, so mistakes surface in milliseconds."""
         self.sizes  # noqa: B018 - parses or raises
         _check_choice("--posterior", self.posterior, POSTERIORS)
-        for name in ("batch_size", "clips_per_video"):
-            _check_at_least(name, getattr(self, name), 1)
-        for name, low in (("limit", 1), ("workers", 0), ("frames", 1)):
+        check_at_least("batch_size", self.batch_size, 1)
+        for name, low in (("limit", 1), ("workers", 0)):
             if getattr(self, name) is not None:
-                _check_at_least(name, getattr(self, name), low)
+                check_at_least(name, getattr(self, name), low)
         if self.chunk_size != "auto" and (not str(self.chunk_size).isdigit() or int(self.chunk_size) < 1):
             raise InputError(f"--chunk-size must be auto or a positive integer, got {self.chunk_size!r}")
         if self.rel_tol is not None and not 0 < self.rel_tol < 1:
             raise InputError(f"--rel-tol must be between 0 and 1, got {self.rel_tol}")
-        for name in ("checkpoint_every", "fps", "input_scale"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputError(f"--{_flag(name)} must be positive, got {value}")
+        check_positive(self, ("checkpoint_every",))
         if self.resume and not self.checkpoint:
             raise InputError("--resume needs --checkpoint PATH")
         parse_shard(self.shard)
@@ -116,11 +112,19 @@ class Options:
                 "posterior": self.posterior, "seed": self.seed, "limit": self.limit, "tiling": self.tiling}
 
 
+def check_positive(options: Any, names: tuple[str, ...]) -> None:
+    """Each named option, when given, must be > 0 (a source's options use it too)."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and not value > 0:
+            raise InputError(f"--{_flag(name)} must be positive, got {value}")
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _check_at_least(name: str, value: int, low: int) -> None:
+def check_at_least(name: str, value: int, low: int) -> None:
     if value < low:
         raise InputError(f"--{_flag(name)} must be at least {low}, got {value}")
 
@@ -167,14 +171,23 @@ def read_preset(config: str) -> dict[str, Any]:
 
 
 def make_options(config: str | None = None, **options: Any) -> Options:
-    """Preset from a TOML file, overridden by explicit keywords; validated."""
-    preset = read_preset(config) if config else {}
-    known = {f.name for f in dataclasses.fields(Options)}
-    unknown = sorted(set(preset) - known - PRESET_ANNOTATIONS) + sorted(set(options) - known)
+    """Preset from a TOML file, overridden by explicit keywords; each source's own options go to it;
+    validated."""
+    from .sources import registered
+
+    preset = {k: v for k, v in (read_preset(config) if config else {}).items() if k not in PRESET_ANNOTATIONS}
+    given = {**preset, **{k: v for k, v in options.items() if v is not None or k in ("limit", "rel_tol")}}
+    given = {ALIASES.get(k, k): v for k, v in given.items()}
+    core = {f.name for f in dataclasses.fields(Options)} - {"sources"}
+    owner = {f.name: cls for cls in registered() if cls.options for f in dataclasses.fields(cls.options)}
+    unknown = sorted(set(given) - core - set(owner))
     if unknown:
         raise InputError(f"unknown option(s): {', '.join(unknown)}")
-    merged = {k: v for k, v in preset.items() if k in known}
-    merged.update({k: v for k, v in options.items() if v is not None or k in ("limit", "rel_tol")})
-    opts = Options(**merged)
+    own = {cls.kind: cls.options(**{k: v for k, v in given.items() if owner.get(k) is cls})
+           for cls in set(owner.values())}
+    opts = Options(**{k: v for k, v in given.items() if k in core}, sources=own)
     opts.validate()
+    for value in own.values():
+        if callable(getattr(value, "validate", None)):
+            value.validate()
     return opts

@@ -1,16 +1,24 @@
-"""The registry of sources: each kind of data people hold is one module that registers a Source.
+"""The registry of sources: each kind of data people hold is one module that defines a Source.
 
-`open_source` asks each registered source, in order, whether it claims the --data spec; sources
-registered by users are asked first, the image source (the fallback) last. --latents always goes
-to the latent source.
+Built-in sources are named in BUILTIN_SOURCES (asked in that order; images, the fallback, last) and
+imported on first use; sources registered by users are asked first. Only sources whose input kind
+the model takes are asked, so an audio autoencoder's --data goes to the audio source.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import importlib
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from .base import Source
+from .base import INPUTS, Source, SourceContext
+
+if TYPE_CHECKING:
+    from ..options import Options
+
+BUILTIN_SOURCES = ("datasets", "video", "latents", "images")  # module names; one line per kind of data
 
 _REGISTRY: dict[str, type[Source]] = {}
 _ORDER: list[str] = []
@@ -20,11 +28,13 @@ def register_source(cls: type[Source], *, replace: bool = False, builtin: bool =
     """Teach the tool a new kind of data; a kind already registered is refused unless `replace`."""
     if not (isinstance(cls, type) and issubclass(cls, Source)):
         raise TypeError(f"{cls!r} is not a subclass of latent_scale.sources.base.Source")
-    for attr in ("kind", "produces", "open", "accepts"):
-        if not hasattr(cls, attr):
+    for attr in ("kind", "input", "unit", "units"):
+        if not isinstance(getattr(cls, attr, None), str):
             raise TypeError(f"source {cls.__name__} has no {attr}")
-    if cls.produces not in ("pixels", "latents"):
-        raise TypeError(f"source {cls.__name__}: produces must be 'pixels' or 'latents', not {cls.produces!r}")
+    if cls.input not in INPUTS:
+        raise TypeError(f"source {cls.__name__}: input must be one of {', '.join(INPUTS)}, not {cls.input!r}")
+    if cls.options is not None and not dataclasses.is_dataclass(cls.options):
+        raise TypeError(f"source {cls.__name__}: options must be a dataclass")
     if cls.kind in _REGISTRY and not replace:
         raise ValueError(f"a source named {cls.kind!r} is already registered; pass replace=True to replace it")
     if cls.kind not in _REGISTRY:
@@ -33,29 +43,32 @@ def register_source(cls: type[Source], *, replace: bool = False, builtin: bool =
     return cls
 
 
-def open_source(opts: Any, channels: int | None = None) -> Source:
-    """The source for --latents (`channels`: the model's, when --model is given), else the first
-    source that claims --data."""
-    if opts.latents:
-        return _REGISTRY["latents"].open(opts.latents, opts, channels=channels)
-    source = next((cls for cls in map(_REGISTRY.get, _ORDER) if cls.produces == "pixels"
-                   and cls.accepts(opts.data, opts)), None)
-    if source is None:
-        raise InputError(f"no source can read --data {opts.data}")
-    opened = source.open(opts.data, opts)
-    if opts.frames not in (None, 1) and opened.unit != "clip":
-        raise InputError(f"--frames applies to video data; --data {opts.data} holds no videos")
-    return opened
+_LOADED: set[str] = set()
 
 
-def _register_builtins() -> None:
-    from .datasets import DatasetSource
-    from .images import ImageSource
-    from .latents import LatentSource
-    from .video import VideoSource
+def registered() -> list[type[Source]]:
+    """Every source, in the order they are asked; built-in modules are imported on first use."""
+    for name in BUILTIN_SOURCES:
+        if name not in _LOADED:
+            _LOADED.add(name)
+            register_source(importlib.import_module(f".{name}", __name__).SOURCE, builtin=True)
+    return [_REGISTRY[kind] for kind in _ORDER]
 
-    for cls in (VideoSource, DatasetSource, LatentSource, ImageSource):  # ImageSource claims everything: last
-        register_source(cls, builtin=True)
+
+def source_named(kind: str) -> type[Source]:
+    registered()
+    return _REGISTRY[kind]
 
 
-_register_builtins()
+def context_for(opts: Options, kind: str, channels: int | None = None) -> SourceContext:
+    """What source `kind` may know of the options: the shared preprocessing ones and its own."""
+    return SourceContext(opts.sizes, opts.crop, opts.cache_dir, opts.sources.get(kind), channels, opts.column)
+
+
+def open_source(spec: str, context: Callable[[str], SourceContext], takes: Collection[str]) -> Source:
+    """The first source whose input kind the model `takes` and that claims --data `spec`
+    (`context(kind)`: that source's context, holding its own options)."""
+    for cls in registered():
+        if cls.input in takes and cls.input != "latents" and cls.accepts(spec, context(cls.kind)):
+            return cls.open(spec, context(cls.kind))
+    raise InputError(f"no source can read --data {spec} for a model that takes {' or '.join(sorted(takes))}")

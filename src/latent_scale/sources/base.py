@@ -1,9 +1,9 @@
-"""What every source of units (images, tar members, video clips, latent files, dataset rows) shares.
+"""What every source of units (images, clips, audio clips, stored latents, dataset rows) declares.
 
-A source is an ordered list of unit ids plus `load(index)`. The pipeline never asks what kind of
-file a unit came from: it orders the ids (sorted, then a seeded permutation), loads units in
-DataLoader workers, and hands the tensors to the encoder (pixel sources) or straight to the
-statistics (latent sources). A bad unit raises from `load`; the pipeline skips and lists it.
+A source is an ordered list of unit ids plus `load(index)`. It declares its kind of input (what `load`
+returns), the words for its unit, its own options and its part of the recipe; the estimation never asks
+which kind it holds. A bad unit raises from `load`; the run skips and lists it. Source modules import
+torch and their decoders inside functions, so the CLI can build its help from every source's options.
 """
 
 from __future__ import annotations
@@ -13,10 +13,25 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+if TYPE_CHECKING:
+    import torch
+
+INPUTS = ("pixels", "frames", "waveform", "latents")  # what load() returns; open to more
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a source may know when it opens: the shared preprocessing options, its own options, and
+    the model's latent channels (for stored latents, when --model is given)."""
+
+    sizes: tuple[int, ...] = (512,)
+    crop: bool = True
+    cache_dir: str | None = None
+    own: Any = None
+    channels: int | None = None
+    column: str | None = None
 
 
 class Source(ABC):
@@ -27,8 +42,11 @@ class Source(ABC):
     """
 
     kind: ClassVar[str]  # the registry name, recorded in the result's recipe
-    produces: ClassVar[Literal["pixels", "latents"]]
-    unit: ClassVar[str] = "unit"  # what one unit is called in messages: image, clip, latent
+    input: ClassVar[str]  # one of INPUTS: "pixels" (3, H, W), "frames" (3, T, H, W), "waveform" (C, S), "latents"
+    unit: ClassVar[str] = "unit"  # one unit in words: image, clip, audio clip, latent
+    units: ClassVar[str] = "units"  # the plural
+    panel: ClassVar[str] = "Data"  # the CLI help panel of its options
+    options: ClassVar[type | None] = None  # a dataclass of the source's own options
 
     def __init__(self, ids: list[str], root: str) -> None:
         self.ids = ids
@@ -37,14 +55,24 @@ class Source(ABC):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
     @abstractmethod
-    def load(self, index: int) -> torch.Tensor:
-        """Unit `index` as a tensor: pixels (3, H, W) or a clip (3, T, H, W) in [-1, 1], float32;
-        or a latent (C, ...) of any float dtype. Raise any Exception for a unit that cannot be used."""
+    def accepts(cls, spec: str, ctx: SourceContext) -> bool:
+        """Whether --data `spec` looks like this source's (cheap: no decoding)."""
+
+    @classmethod
+    @abstractmethod
+    def open(cls, spec: str, ctx: SourceContext) -> Source:
+        """List the units of `spec`; raise InputError when it holds none."""
+
+    @abstractmethod
+    def load(self, index: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Unit `index` as its input kind (one tensor per --size view); raise any Exception for a unit
+        that cannot be used."""
 
     def recipe(self) -> dict[str, Any]:
         """What about the loading determines the numbers (compared by merge and resume)."""
-        return {"source": self.kind}
+        return {}
 
     def signature(self) -> str:
         """A cheap content signature (e.g. sizes and mtimes), so identity is more than spelling."""
@@ -65,8 +93,8 @@ class Source(ABC):
         return {}
 
     def noise_key(self, index: int) -> int:
-        """What seeds unit `index`'s posterior noise: its index, unless the unit is a cached latent
-        that keeps the key of the image it was encoded from."""
+        """What seeds unit `index`'s posterior noise: its index, unless the unit is a stored latent
+        that keeps the key of the unit it was encoded from."""
         return index
 
 
@@ -84,68 +112,7 @@ def file_signature(files: Sequence[str]) -> str:
 
 def order(num_units: int, seed: int, limit: int | None = None) -> list[int]:
     """The seeded permutation of unit indices; its prefix is a fair sample."""
+    import torch
+
     perm = torch.randperm(num_units, generator=torch.Generator().manual_seed(seed)).tolist()
     return perm if limit is None else perm[:limit]
-
-
-Views = tuple[torch.Tensor, ...]
-
-
-class UnitDataset(Dataset):
-    """Yields (index, views, None) or (index, None, reason), so a bad unit never stops a worker."""
-
-    def __init__(self, source: Source, positions: Sequence[int]) -> None:
-        self.source = source
-        self.positions = positions
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, k: int) -> tuple[int, Views | None, str | None]:
-        index = self.positions[k]
-        try:
-            out = self.source.load(index)
-            return index, out if isinstance(out, tuple) else (out,), None
-        except Exception as e:  # noqa: BLE001 - any load failure is reported per unit
-            return index, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
-
-
-@dataclass
-class Batch:
-    """Loaded units grouped by shape (one group when the source is uniform), plus the failures."""
-
-    groups: list[tuple[torch.Tensor, Views]]  # (indices, one stacked tensor per view)
-    errors: list[tuple[int, str]]
-
-    @property
-    def size(self) -> int:
-        return sum(len(index) for index, _ in self.groups) + len(self.errors)
-
-    def pin_memory(self) -> Batch:
-        """Called by the DataLoader's pin-memory thread on CUDA runs."""
-        return Batch([(i, tuple(v.pin_memory() for v in views)) for i, views in self.groups], self.errors)
-
-
-def collate(items: list[tuple[int, Views | None, str | None]]) -> Batch:
-    by_shape: dict[tuple, list[tuple[int, Views]]] = {}
-    for index, views, _ in items:
-        if views is not None:
-            by_shape.setdefault(tuple(v.shape for v in views), []).append((index, views))
-    groups = [(torch.tensor([i for i, _ in units], dtype=torch.long),
-               tuple(torch.stack(vs) for vs in zip(*(v for _, v in units), strict=True)))
-              for units in by_shape.values()]
-    return Batch(groups, [(i, err) for i, views, err in items if views is None])
-
-
-def loader(source: Source, positions: Sequence[int], batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    """Batches in the given order; workers load while the encoder runs (bounded: 2 batches each)."""
-    return DataLoader(
-        UnitDataset(source, positions),
-        batch_size=batch_size if source.uniform or source.produces == "latents" else 1,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=pin_memory,
-        prefetch_factor=2 if workers > 0 else None,
-        persistent_workers=False,
-    )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .base import SourceContext
 from .files import check_regular, glob_root, matching
 from .images import ImageSource, open_rgb
 
@@ -233,33 +234,36 @@ class DatasetSource(ImageSource):
     """Rows of a dataset's image column, preprocessed exactly like image files."""
 
     kind = "dataset"
-    produces = "pixels"
-    unit = "image"
+    input = "pixels"
+    unit, units = "image", "images"
 
     def __init__(self, column: Column, sizes: tuple[int, ...], crop: bool = True) -> None:
         super().__init__(column.ids(), column.root, {}, sizes, crop)
         self.table = column
 
     @classmethod
-    def accepts(cls, spec: str, opts: Any) -> bool:
+    def accepts(cls, spec: str, ctx: SourceContext) -> bool:
         return is_dataset(spec)
 
     @classmethod
-    def open(cls, spec: str, opts: Any) -> DatasetSource:
+    def open(cls, spec: str, ctx: SourceContext) -> DatasetSource:
         files, root, fs = resolve(spec)
         if not files:
             raise InputError(f"--data {spec} holds no parquet or arrow files")
         column = Column(files, root, fs)
-        column.column = find_image_column(column, opts.column)
+        column.column = find_image_column(column, ctx.column)
         if not column.num_rows:
             raise InputError(f"--data {spec} has no rows")
-        return cls(column, opts.sizes, opts.crop)
+        return cls(column, ctx.sizes, ctx.crop)
 
     def image(self, index: int) -> Any:
         return open_rgb(io.BytesIO(image_bytes(self.table.cell(index))))
 
     def recipe(self) -> dict[str, Any]:
-        return {**super().recipe(), "source": self.kind, "column": self.table.column}
+        return {**super().recipe(), "column": self.table.column}
 
     def signature(self) -> str:
         return self.table.signature()
+
+
+SOURCE = DatasetSource

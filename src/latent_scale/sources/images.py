@@ -10,17 +10,19 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision import transforms
 
 from ..errors import InputError
-from .base import Source, file_signature
+from .base import Source, SourceContext, file_signature
 from .files import check_regular, expand, glob_root, is_glob, matching, read_list, scan_folder
 from .tar import TarMember, index_tar
+
+if TYPE_CHECKING:
+    import torch
+    from torchvision import transforms
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 SAMPLES_DIR = Path(__file__).parent.parent / "samples"
@@ -83,11 +85,15 @@ class CenterCropToMultiple:
     def __call__(self, img: Image.Image) -> Image.Image:
         w, h = img.size
         m = self.multiple
-        return transforms.functional.center_crop(img, [max(m, h // m * m), max(m, w // m * m)])
+        from torchvision.transforms.functional import center_crop
+
+        return center_crop(img, [max(m, h // m * m), max(m, w // m * m)])
 
 
 def preprocess(size: int, crop: bool = True) -> transforms.Compose:
     """The classic recipe (named RECIPE in every result); crop=False keeps the aspect ratio."""
+    from torchvision import transforms
+
     return transforms.Compose([
         transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
         transforms.CenterCrop(size) if crop else CenterCropToMultiple(),
@@ -129,8 +135,8 @@ class ImageSource(Source):
     """Image files and tar members; one view per --size (decoded once, resized per size)."""
 
     kind = "images"
-    produces = "pixels"
-    unit = "image"
+    input = "pixels"
+    unit, units = "image", "images"
 
     def __init__(self, ids: list[str], root: str, members: dict[str, TarMember], sizes: Sequence[int],
                  crop: bool = True) -> None:
@@ -140,15 +146,15 @@ class ImageSource(Source):
         self.transforms = [preprocess(size, crop) for size in sizes]
 
     @classmethod
-    def accepts(cls, spec: str, opts: Any) -> bool:
+    def accepts(cls, spec: str, ctx: SourceContext) -> bool:
         return True  # the fallback: every other source claims its spec first
 
     @classmethod
-    def open(cls, spec: str, opts: Any) -> ImageSource:
-        ids, members, root = list_images(spec, opts.cache_dir)
+    def open(cls, spec: str, ctx: SourceContext) -> ImageSource:
+        ids, members, root = list_images(spec, ctx.cache_dir)
         if not ids:
             raise InputError(f"--data {spec} holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return cls(ids, root, members, opts.sizes, opts.crop)
+        return cls(ids, root, members, ctx.sizes, ctx.crop)
 
     def image(self, index: int) -> Image.Image:
         """Decode unit `index` (a file, or a member of a tar shard) with open_rgb."""
@@ -173,3 +179,6 @@ class ImageSource(Source):
         """Sizes and modification times of the files (tar shards once): replaced images show."""
         files = sorted({m.tar for m in self.members.values()} | {i for i in self.ids if i not in self.members})
         return file_signature(files)
+
+
+SOURCE = ImageSource

@@ -28,8 +28,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..fields import option
 from ..latent_cache import is_cache, read_cache
-from .base import Source, file_signature
+from ..options import check_positive
+from .base import Source, SourceContext, file_signature
 from .files import check_regular, expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
 from .tar import TarMember
 
@@ -437,7 +439,7 @@ def _matches(spec: str) -> tuple[list[str], str]:
     return found, str(glob_root(p))
 
 
-def list_units(spec: str, opts: Any, channels: int | None) -> tuple[list[str], list[Unit], str]:
+def list_units(spec: str, ctx: SourceContext, channels: int | None) -> tuple[list[str], list[Unit], str]:
     """Resolve --latents to (ids relative to the root, units, root), reading headers only."""
     from .datasets import Column
 
@@ -445,10 +447,10 @@ def list_units(spec: str, opts: Any, channels: int | None) -> tuple[list[str], l
     parquet = sorted(m for m in matches if m.lower().endswith(".parquet"))
     paths, members = expand([m for m in matches if m not in parquet], LATENT_EXTENSIONS)
     found = [(os.path.relpath(uid, root), unit) for path in paths
-             for uid, unit in file_units(path, _location(path, members), opts.key, channels)]
+             for uid, unit in file_units(path, _location(path, members), ctx.own.key, channels)]
     if parquet:
         column = Column(parquet, root)
-        column.column = latent_column(column, opts.column)
+        column.column = latent_column(column, ctx.column)
         found += [(cid, RowUnit(column, r)) for r, cid in enumerate(column.ids())]
     return [uid for uid, _ in found], [unit for _, unit in found], root
 
@@ -491,12 +493,29 @@ def cache_units(spec: str, key: str | None) -> tuple[list[str], list[Unit], list
     return [it["id"] for it in items], units, [int(it["noise_key"]) for it in items], settings
 
 
+@dataclass
+class LatentOptions:
+    """The stored-latent source's own options (--latents PATH chooses it)."""
+
+    moments: bool = option(False, "Stored latents hold mean ‖ logvar (2C channels, LDM layout), read or written "
+                                  "(with --save-latents)", panel="Stored latents", flags=("--moments",))
+    key: str | None = option(None, "The tensor to read in latent files holding several (dict, .npz, .safetensors)",
+                             panel="Stored latents")
+    input_scale: float | None = option(None, "The stored latents were multiplied by this factor",
+                                       panel="Stored latents")
+
+    def validate(self) -> None:
+        check_positive(self, ("input_scale",))
+
+
 class LatentSource(Source):
     """Latents read from files in place of an encoder; `posterior` turns a batch into (mean, logvar | None)."""
 
     kind = "latents"
-    produces = "latents"
-    unit = "latent"
+    input = "latents"
+    unit, units = "latent", "latents"
+    panel = "Stored latents"
+    options = LatentOptions
 
     def __init__(self, ids: list[str], root: str, units: list[Unit], *, moments: bool, key: str | None,
                  input_scale: float | None, channels: int | None, reference: str,
@@ -509,13 +528,14 @@ class LatentSource(Source):
         self.logvar_dtype = getattr(torch, cache["dtype"]) if cache and cache.get("dtype") else torch.float64
 
     @classmethod
-    def accepts(cls, spec: str, opts: Any) -> bool:
+    def accepts(cls, spec: str, ctx: SourceContext) -> bool:
         return False  # chosen by --latents, never by --data
 
     @classmethod
-    def open(cls, spec: str, opts: Any, channels: int | None = None) -> LatentSource:
-        """`channels`: the model's latent channel count when --model is given (it also settles
+    def open(cls, spec: str, ctx: SourceContext) -> LatentSource:
+        """`ctx.channels`: the model's latent channel count when --model is given (it also settles
         whether a 4-D tensor is one video latent or a batch of image latents)."""
+        opts, channels = ctx.own, ctx.channels
         stored = channels * (2 if opts.moments else 1) if channels else None
         keys = cache = None
         if is_cache(spec):
@@ -524,7 +544,7 @@ class LatentSource(Source):
                 raise InputError(f"--latents {spec} was saved without --moments; drop --moments")
             root, moments = str(spec), bool(cache["moments"])
         else:
-            (ids, units, root), moments = list_units(spec, opts, stored), bool(opts.moments)
+            (ids, units, root), moments = list_units(spec, ctx, stored), bool(opts.moments)
         if not units:
             raise InputError(f"--latents {spec} holds no latents (looked for {', '.join(sorted(LATENT_EXTENSIONS))}, "
                              ".tar shards and parquet files)")
@@ -607,3 +627,6 @@ def _first_channels(ids: list[str], units: list[Unit]) -> tuple[int | None, str]
         except Exception:  # noqa: BLE001 - an unreadable row is reported when it is loaded
             continue
     return None, "the first latent"
+
+
+SOURCE = LatentSource

@@ -16,16 +16,20 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import av
-import torch
 from PIL import Image
 
 from ..errors import InputError
-from .base import Source, file_signature
+from ..fields import option
+from ..options import check_at_least, check_positive
+from .base import Source, SourceContext, file_signature
 from .files import check_regular, expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
 from .images import preprocess
+
+if TYPE_CHECKING:
+    import torch
 
 VIDEO_ONLY = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
 VIDEO_EXTENSIONS = VIDEO_ONLY | {".gif"}  # a GIF is a clip only when --frames asks for clips
@@ -159,14 +163,32 @@ def list_videos(spec: str, extensions: set[str] = VIDEO_EXTENSIONS) -> tuple[lis
     return [], ""
 
 
+@dataclass
+class VideoOptions:
+    """The video source's own options."""
+
+    frames: int | None = option(None, "Frames per clip: 1 + k·t for the VAE's temporal compression t", panel="Video",
+                                shown="1 + 4t: 17 Wan/HunyuanVideo/CogVideoX, 25 Mochi, 33 LTX-Video")
+    fps: float | None = option(None, "Resample videos to this frame rate", shown="each file's own", panel="Video")
+    clips_per_video: int = option(1, "Clips per video, evenly spaced (the first at frame 0)", panel="Video")
+
+    def validate(self) -> None:
+        check_at_least("clips_per_video", self.clips_per_video, 1)
+        if self.frames is not None:
+            check_at_least("frames", self.frames, 1)
+        check_positive(self, ("fps",))
+
+
 class VideoSource(Source):
     """Clips of video files; one view per --size (frames decoded once, resized per size).
 
     `frames` may be set after the model is known (the default clip length depends on it)."""
 
     kind = "video"
-    produces = "pixels"
-    unit = "clip"
+    input = "frames"
+    unit, units = "clip", "clips"
+    panel = "Video"
+    options = VideoOptions
 
     def __init__(self, paths: list[str], root: str, infos: list[VideoInfo], *, frames: int | None,
                  fps: float | None, clips_per_video: int, sizes: Sequence[int], crop: bool = True) -> None:
@@ -178,17 +200,18 @@ class VideoSource(Source):
         self.transforms = [preprocess(size, crop) for size in sizes]
 
     @classmethod
-    def accepts(cls, spec: str, opts: Any) -> bool:
+    def accepts(cls, spec: str, ctx: SourceContext) -> bool:
         """Video files, or folders, lists and globs holding any; GIFs only when --frames is given."""
-        return bool(list_videos(spec, VIDEO_EXTENSIONS if opts.frames else VIDEO_ONLY)[0])
+        return bool(list_videos(spec, VIDEO_EXTENSIONS if ctx.own.frames else VIDEO_ONLY)[0])
 
     @classmethod
-    def open(cls, spec: str, opts: Any) -> VideoSource:
-        paths, root = list_videos(spec, VIDEO_EXTENSIONS if opts.frames else VIDEO_ONLY)
+    def open(cls, spec: str, ctx: SourceContext) -> VideoSource:
+        own = ctx.own
+        paths, root = list_videos(spec, VIDEO_EXTENSIONS if own.frames else VIDEO_ONLY)
         if not paths:
             raise InputError(f"--data {spec} holds no videos (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
-        return cls(paths, root, [probe(p) for p in paths], frames=opts.frames, fps=opts.fps,
-                   clips_per_video=opts.clips_per_video, sizes=opts.sizes, crop=opts.crop)
+        return cls(paths, root, [probe(p) for p in paths], frames=own.frames, fps=own.fps,
+                   clips_per_video=own.clips_per_video, sizes=ctx.sizes, crop=ctx.crop)
 
     def adapt(self, encoder: Any) -> None:
         """The clip length needs the model: its default, and the 1 + k·t rule (--frames 1: any VAE)."""
@@ -212,6 +235,8 @@ class VideoSource(Source):
         return self.paths[video], [t0 + k / rate for k in range(self.frames)], 0.5 / info.fps
 
     def load(self, index: int) -> tuple[torch.Tensor, ...]:
+        import torch
+
         images = read_clip(*self.targets(index))
         return tuple(torch.stack([t(img) for img in images], dim=1) for t in self.transforms)
 
@@ -220,9 +245,12 @@ class VideoSource(Source):
         return self.crop
 
     def recipe(self) -> dict[str, Any]:
-        return {"source": self.kind, "preprocess": RECIPE, "frames": self.frames, "fps": self.fps,
+        return {"preprocess": RECIPE, "frames": self.frames, "fps": self.fps,
                 "clips_per_video": self.clips_per_video}
 
     def signature(self) -> str:
         """Sizes and modification times of the files (cheap; a re-encoded file changes it)."""
         return file_signature(self.paths)
+
+
+SOURCE = VideoSource
