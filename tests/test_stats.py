@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from latent_scale.stats import Z95, ImageMoments, LatentStats, Moments, PosteriorStats
+from latent_scale.stats import Z95, LatentStats, Moments, PosteriorStats, UnitMoments
 
 
 def _numpy_moments(x: np.ndarray) -> dict[str, float]:
@@ -86,9 +86,9 @@ def test_interval_matches_independent_delta_method_and_survives_rebasing() -> No
     parts = [LatentStats(2) for _ in range(3)]
     for k, im in enumerate(images):  # each part gets its own reference (its first batch's mean)
         parts[k % 3].update(torch.from_numpy(im)[None] + 0.0)
-    merged = ImageMoments()
+    merged = UnitMoments()
     for p in parts[::-1]:
-        merged.merge(p.images)
+        merged.merge(p.units)
     assert merged.n == 40
     assert merged.factor_sd() == pytest.approx(_delta_method_reference(images), rel=1e-9)
     st = LatentStats(2)
