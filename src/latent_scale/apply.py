@@ -15,7 +15,8 @@ from typing import Any
 
 from .conventions import CONVENTION_KEYS, normalisations
 from .errors import InputError
-from .io import as_object, parse_json, read_bytes, read_json, write_atomic, write_json
+from .outputs import check_output, write_atomic, write_json
+from .reading import as_object, parse_json, read_bytes, read_json
 
 FLAGS = {"scale": "a plain apply", "shift": "--shift", "per_channel": "--per-channel", "rms": "--rms"}
 POSITIVE = ("scaling_factor", "latents_std")  # divided by or multiplied into latents: must be > 0
@@ -35,6 +36,8 @@ def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: 
     convention = _convention(shift, per_channel, rms)
     r, name = _read_result(result)
     path = _config_path(to, subfolder)
+    if not dry_run:
+        check_output(path, inputs=[result] if isinstance(result, (str, Path)) else (), what="--to", force=True)
     raw = read_bytes(path)
     config = as_object(parse_json(raw, path), path, "diffusers config")
     _check_target(r, config, path, force)

@@ -12,17 +12,20 @@ from typing import Any
 
 from .errors import InputError
 from .identity import describe_id_difference, first_difference, pack_ids, unpack_ids
-from .io import CHECKPOINT_KIND, read_object, write_json
+from .outputs import CHECKPOINT_KIND, write_json
+from .reading import read_object
 from .state import Run
 from .validation import check_checkpoint, seal
 
 
 class Checkpoint:
-    """One process's checkpoint file; saved every `every` seconds, on a signal and at the end."""
+    """One process's checkpoint file; saved every `every` seconds, on a signal and at the end. It records
+    every size of its run (--size), so a resume with another list is refused instead of mixing sizes."""
 
     def __init__(self, path: Path, fingerprint: dict[str, Any], every: float, *, ids: list[str], positions: int,
-                 unit: str) -> None:
-        self.path, self.fingerprint, self.every = path, fingerprint, every
+                 unit: str, sizes: tuple[int, ...]) -> None:
+        self.path, self.every, self.sizes = path, every, list(sizes)
+        self.fingerprint = {**fingerprint, "sizes": self.sizes}
         self.ids, self.packed, self.positions, self.unit = ids, pack_ids(ids), positions, unit
         self.last_save = time.monotonic()
         self.before_save: Callable[[Run], None] | None = None  # e.g. flush --save-latents first
@@ -47,6 +50,7 @@ class Checkpoint:
             warnings.warn(f"no checkpoint at {self.path} yet: starting from the first unit", stacklevel=2)
             return None
         saved = read_object(self.path, "latent-scale checkpoint")
+        self._check_sizes(saved.get("fingerprint"))
         diff = first_difference(saved.get("fingerprint"), self.fingerprint)  # first: a changed run says so
         if diff and diff.startswith(("recipe.data_identity.count", "recipe.data_identity.ids_sha256")):
             diff = describe_id_difference(unpack_ids(str(saved.get("ids", ""))) or [], self.ids, self.unit)
@@ -56,7 +60,24 @@ class Checkpoint:
             raise InputError(f"cannot resume from {self.path}: {diff}; use another --checkpoint or the original "
                              "options")
         check_checkpoint(saved, str(self.path), self.positions)
-        return Run.from_dict(saved["run"])
+        run = Run.from_dict(saved["run"])
+        if len(run.stats) != len(self.sizes):
+            raise InputError(f"{self.path}: run.stats holds {len(run.stats)} entries for the {len(self.sizes)} sizes "
+                             "it records; the file is damaged, use another --checkpoint")
+        return run
+
+    def _check_sizes(self, saved: Any) -> None:
+        """A run continues only with the sizes it started with: another list would mix units encoded at
+        one size into another's statistics, or drop sizes silently."""
+        held = saved.get("sizes") if isinstance(saved, dict) else None
+        if held is None or held == self.sizes:
+            return  # a checkpoint without sizes is told apart by the fingerprint comparison
+        if not (isinstance(held, list) and held and all(type(s) is int for s in held)):
+            raise InputError(f"{self.path}: fingerprint.sizes is {held!r}, not a list of sizes; the file is damaged, "
+                             "use another --checkpoint")
+        listed = ",".join(map(str, held))
+        raise InputError(f"cannot resume from {self.path}: the checkpoint holds size{'s' * (len(held) > 1)} "
+                         f"{listed}; resume with --size {listed}")
 
     def save(self, run: Run) -> None:
         if self.before_save:

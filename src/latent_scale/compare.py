@@ -11,7 +11,7 @@ from statistics import NormalDist
 from typing import Any
 
 from .errors import InputError
-from .io import read_json
+from .reading import read_json
 
 Z95 = NormalDist().inv_cdf(0.975)  # 1.959964: half-width of a 95 % interval in standard errors
 RESULT_KEYS = {"scale_factor", "scale_factor_ci95", "shift_factor", "rms", "per_channel", "num_images", "model",
@@ -140,4 +140,3 @@ _FIELDS = [
     ("beyond ±1 (N: 31.7%)", lambda r: _pct(r["beyond_1"])),
     ("beyond ±3 (N: 0.27%)", lambda r: _pct(r["beyond_3"])),
 ]
-

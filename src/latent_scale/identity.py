@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .io import read_json, write_json
+from .outputs import write_json
+from .reading import read_json
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 HASHES_FILE = "weights-hashes.json"

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .io import read_object, write_atomic, write_json
+from .outputs import write_atomic, write_json
+from .reading import read_object
 
 FORMAT = "latent-scale latents"
 VERSION = 1

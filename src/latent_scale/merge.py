@@ -10,9 +10,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import io
 from .errors import InputError
 from .identity import result_difference
+from .outputs import check_output, write_json
+from .reading import read_json
 from .report import Result, build_result
 from .stats import PosteriorStats
 from .validation import check_result, check_spread, parse_shard
@@ -115,12 +116,10 @@ def merge_files(paths: list[str | Path], output: str | Path, force: bool = False
 
     Files of a --size sweep (one result per size) merge size by size with files of the same sweep.
     """
-    check_output = getattr(io, "check_output", None)
-    if check_output is not None:
-        check_output(Path(output), inputs=[Path(p) for p in paths], force=force)
+    check_output(Path(output), inputs=[Path(p) for p in paths], force=force)
     names = [str(p) for p in paths]
-    merged = _merge_docs([io.read_json(p) for p in paths], names)
-    io.write_json(Path(output), merged)
+    merged = _merge_docs([read_json(p) for p in paths], names)
+    write_json(Path(output), merged)
     return merged
 
 

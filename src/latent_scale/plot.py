@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import InputError
-from .io import read_json, write_atomic
+from .outputs import plot_mark, write_atomic
+from .reading import read_json
 from .stats import LatentStats, PosteriorStats
 
 if TYPE_CHECKING:
@@ -153,11 +154,11 @@ def _save(fig: Figure, output: str | Path) -> Path:
     """Render in memory in the format the suffix names, then write atomically keeping the file's mode."""
     out = Path(output)
     fmt = out.suffix.lower().lstrip(".") or "png"
-    supported = fig.canvas.get_supported_filetypes()
+    supported = [k for k in fig.canvas.get_supported_filetypes() if plot_mark(k)]  # re-plots replace only ours
     if fmt not in supported:
         raise InputError(f"cannot draw a .{fmt} picture; end -o with one of "
                          f"{', '.join('.' + k for k in sorted(supported))}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=100)
+    fig.savefig(buffer, format=fmt, dpi=100, **plot_mark(fmt))
     write_atomic(out, buffer.getvalue())
     return out

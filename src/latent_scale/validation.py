@@ -15,7 +15,7 @@ from typing import Any
 
 from . import options
 from .errors import InputError
-from .io import CHECKPOINT_KIND
+from .outputs import CHECKPOINT_KIND
 from .options import POSTERIORS
 
 MAX_COUNT = 2**53  # float64 holds every whole number below this exactly

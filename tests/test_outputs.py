@@ -1,4 +1,4 @@
-"""io: strict JSON in, atomic writes that keep modes out, and outputs that never destroy someone's file."""
+"""outputs: atomic writes that keep modes, and the one rule for where any command's output may go."""
 
 from __future__ import annotations
 
@@ -7,22 +7,24 @@ import json
 import math
 import os
 import stat
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from latent_scale.errors import InputError
-from latent_scale.io import (
+from latent_scale.outputs import (
     check_checkpoint_path,
+    check_folder_output,
     check_output,
-    read_json,
-    read_object,
+    plot_mark,
+    run_inputs,
     to_strict,
     write_atomic,
     write_json,
 )
+from latent_scale.reading import read_json
 
 ROOT = os.geteuid() == 0
 RESULT = {"schema": 1, "state": {"count": 3}, "scale_factor": 0.2}
@@ -33,84 +35,11 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def _finishes(call: Callable[[], object], seconds: float = 10.0) -> BaseException | None:
-    """Run `call` in a thread; fail (instead of hanging the suite) when it blocks, e.g. on a FIFO."""
-    caught: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            call()
-        except BaseException as e:  # noqa: BLE001 - handed back to the test
-            caught.append(e)
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), "blocked (opened a FIFO?)"
-    return caught[0] if caught else None
-
-
 @pytest.fixture
 def umask_027() -> Iterator[int]:
     old = os.umask(0o027)
     yield 0o640
     os.umask(old)
-
-
-@pytest.fixture
-def fifo(tmp_path: Path) -> Path:
-    path = tmp_path / "pipe.json"
-    os.mkfifo(path)
-    return path
-
-
-# --- reading -----------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
-def test_read_json_refuses_nan_and_infinity_tokens(tmp_path: Path, token: str) -> None:
-    path = tmp_path / "r.json"
-    path.write_text(f'{{"scale_factor": {token}}}')
-    with pytest.raises(InputError, match=rf"r\.json is not strict JSON: {token} is not a JSON number"):
-        read_json(path)
-
-
-@pytest.mark.parametrize("data, needle", [
-    (b'{"a": "caf\xe9"}', r"is not UTF-8 text \(bad byte at offset 10\)"),
-    (b'{"schema": 1, "state": {"cou', r"the file ends early: truncated\?"),
-    (b'{"a": 1} trailing', r"is not valid JSON: Extra data \(line 1, column 10\)"),
-    (b"[" * 100_000, "nests too deeply"),
-])
-def test_read_json_refuses_broken_files_in_one_sentence(tmp_path: Path, data: bytes, needle: str) -> None:
-    path = tmp_path / "r.json"
-    path.write_bytes(data)
-    with pytest.raises(InputError, match=needle) as e:
-        read_json(path)
-    assert str(path) in str(e.value) and "\n" not in str(e.value)
-
-
-def test_read_json_refuses_a_folder_and_a_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="is a folder; pass a file"):
-        read_json(tmp_path)
-    with pytest.raises(InputError, match="does not exist"):
-        read_json(tmp_path / "nothing.json")
-
-
-def test_read_json_refuses_a_fifo_without_blocking(fifo: Path) -> None:
-    error = _finishes(lambda: read_json(fifo))
-    assert isinstance(error, InputError) and "not a regular file" in str(error)
-
-
-def test_read_json_refuses_a_character_device() -> None:
-    with pytest.raises(InputError, match="/dev/null is not a regular file"):
-        read_json("/dev/null")
-
-
-@pytest.mark.parametrize("text, found", [("[1]", "a JSON array"), ("null", "null"), ('"x"', "a JSON string")])
-def test_read_object_refuses_a_top_level_non_object(tmp_path: Path, text: str, found: str) -> None:
-    path = tmp_path / "config.json"
-    path.write_text(text)
-    with pytest.raises(InputError, match=rf"config\.json is not a diffusers config: it holds {found} where"):
-        read_object(path, "diffusers config")
 
 
 # --- writing -----------------------------------------------------------------------------------------------------
@@ -220,12 +149,13 @@ def test_output_onto_a_folder_or_device_is_refused_even_with_force(tmp_path: Pat
     with pytest.raises(InputError, match="--output .* is a folder"):
         check_output(tmp_path, force=force)
     with pytest.raises(InputError, match="--output /dev/null is not a regular file"):
-        check_output("/dev/null", force=force)
+        check_output("/dev/null", force=force)  # refused before anything is opened or written
 
 
-def test_output_onto_a_fifo_is_refused_without_blocking(fifo: Path) -> None:
-    error = _finishes(lambda: check_output(fifo, force=True))
-    assert isinstance(error, InputError) and "not a regular file" in str(error)
+def test_output_onto_a_fifo_is_refused_without_blocking(tmp_path: Path, finishes: Callable[..., Any]) -> None:
+    os.mkfifo(tmp_path / "pipe.json")
+    refused = finishes(lambda: pytest.raises(InputError, check_output, tmp_path / "pipe.json", force=True))
+    assert "not a regular file" in str(refused.value)
 
 
 @pytest.mark.parametrize("spelling", ["same", "dot-dot", "symlink", "hard link"])
@@ -246,12 +176,18 @@ def test_output_equal_to_the_runs_checkpoint_is_refused_before_either_exists(tmp
         check_output(tmp_path / "state.json", inputs=[f"{tmp_path}/./state.json"])
 
 
-def test_output_onto_a_models_config_is_refused_unless_forced(vae_dir: Path, tmp_path: Path) -> None:
+def test_output_onto_a_config_is_refused_unless_forced_and_never_inside_an_input_folder(vae_dir: Path,
+                                                                                        tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_bytes((vae_dir / "config.json").read_bytes())
     with pytest.raises(InputError, match=r"config\.json exists and is not a latent-scale result; .*--force"):
         check_output(config)
-    check_output(config, force=True)
+    check_output(config, force=True)  # a stray config no command reads
+    with pytest.raises(InputError, match=rf"is inside {tmp_path}, an input of this command"):
+        check_output(config, folders=[tmp_path], force=True)
+    write_json(tmp_path / "r.json", RESULT)
+    check_output(tmp_path / "r.json", folders=[tmp_path])  # a result of ours beside the data is replaced
+    check_output(tmp_path / "new.json", folders=[tmp_path])
 
 
 def test_output_may_replace_results_and_sweeps_but_kinds_do_not_mix(tmp_path: Path) -> None:
@@ -268,12 +204,49 @@ def test_output_may_replace_results_and_sweeps_but_kinds_do_not_mix(tmp_path: Pa
         check_output(tmp_path / "r.json", what="--checkpoint", kind="checkpoint")
 
 
-def test_plot_output_replaces_a_picture_but_not_a_result(tmp_path: Path) -> None:
-    (tmp_path / "hist.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
-    check_output(tmp_path / "hist.png", what="-o", kind="plot")
-    write_json(tmp_path / "r.json", RESULT)
-    with pytest.raises(InputError, match="-o .*r.json exists and is not a latent-scale plot"):
-        check_output(tmp_path / "r.json", what="-o", kind="plot")
+MARKED = ["png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "gif", "webp"]
+
+
+@pytest.fixture(scope="module")
+def figure() -> Any:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    return fig
+
+
+@pytest.mark.parametrize("fmt", MARKED)
+def test_a_plot_is_recognised_by_its_mark_not_its_format(figure: Any, tmp_path: Path, fmt: str) -> None:
+    """The same picture drawn by matplotlib for someone else is not ours; signed by plot_mark it is."""
+    theirs, ours = tmp_path / f"theirs.{fmt}", tmp_path / f"ours.{fmt}"
+    figure.savefig(theirs, format=fmt)
+    figure.savefig(ours, format=fmt, **plot_mark(fmt))
+    check_output(ours, what="-o", kind="plot")
+    with pytest.raises(InputError, match=rf"-o .*theirs\.{fmt} exists and is not a latent-scale plot"):
+        check_output(theirs, what="-o", kind="plot")
+    with pytest.raises(InputError, match="is not a latent-scale result"):
+        check_output(ours)
+
+
+def test_photos_and_other_files_are_no_plots(tmp_path: Path) -> None:
+    from PIL import Image, PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Software", "latent-scale 1.0")  # the name elsewhere is not the mark
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png", pnginfo=text)
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg", comment="latent-scaled")
+    (tmp_path / "fake.pdf").write_bytes(b"%PDF-1.4\n/Creator (latent-scaler)\n")
+    (tmp_path / "fake.svgz").write_bytes(b"\x1f\x8b\x08broken")
+    write_json(tmp_path / "r.png", RESULT)
+    for name in ("photo.png", "photo.jpg", "fake.pdf", "fake.svgz", "r.png"):
+        with pytest.raises(InputError, match="is not a latent-scale plot"):
+            check_output(tmp_path / name, what="-o", kind="plot")
+
+
+def test_formats_that_cannot_carry_the_mark_are_not_drawn() -> None:
+    assert [fmt for fmt in ("raw", "rgba", "pgf") if plot_mark(fmt)] == []
 
 
 def test_existing_checkpoint_without_resume_is_refused_naming_resume_and_force(tmp_path: Path) -> None:
@@ -284,6 +257,57 @@ def test_existing_checkpoint_without_resume_is_refused_naming_resume_and_force(t
         check_checkpoint_path(ckpt, resume=False, force=False)
     check_checkpoint_path(ckpt, resume=True, force=False)
     check_checkpoint_path(ckpt, resume=False, force=True)
-    ckpt.write_text(json.dumps(RESULT))
-    with pytest.raises(InputError, match="is not a latent-scale checkpoint"):
-        check_checkpoint_path(ckpt, resume=True, force=False)
+
+
+@pytest.mark.parametrize("name, content", [("config.json", b'{"_class_name": "AutoencoderKL"}'),
+                                           ("r.json", json.dumps(RESULT).encode()),
+                                           ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(16))])
+def test_checkpoint_force_replaces_only_a_checkpoint(tmp_path: Path, name: str, content: bytes) -> None:
+    (tmp_path / name).write_bytes(content)
+    for resume, force in ((False, True), (True, False), (True, True)):
+        with pytest.raises(InputError, match=r"is not a latent-scale checkpoint; .*--force replaces only a checkp"):
+            check_checkpoint_path(tmp_path / name, resume=resume, force=force)
+
+
+def test_a_place_nothing_can_be_written_is_refused_before_any_work(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match=r"cannot write -o .*file/sub/r\.json: .*file is a file, not a folder"):
+        check_output(tmp_path / "file" / "sub" / "r.json", what="-o")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # what a read-only folder answers (not as root)
+    with pytest.raises(InputError, match=r"cannot write -o .*new/r\.json: permission denied in "):
+        check_output(tmp_path / "new" / "r.json", what="-o")
+
+
+@pytest.mark.skipif(ROOT, reason="root may write into read-only folders")
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "ro").mkdir(mode=0o555)
+    with pytest.raises(InputError, match="permission denied in"):
+        check_output(tmp_path / "ro" / "r.json")
+
+
+def test_save_latents_folder_is_a_new_or_existing_folder_outside_the_inputs(tmp_path: Path) -> None:
+    data = tmp_path / "photos"
+    (data / "a").mkdir(parents=True)
+    (tmp_path / "file").write_text("")
+    check_folder_output(tmp_path / "cache", folders=[data])
+    check_folder_output(tmp_path, inputs=[data / "list.txt"], folders=[data])  # a folder above the data
+    with pytest.raises(InputError, match="--save-latents .*file exists and is not a folder"):
+        check_folder_output(tmp_path / "file")
+    for inside in (data, data / "a", data / "new"):
+        with pytest.raises(InputError, match="is an input of this command .* or inside one"):
+            check_folder_output(inside, folders=[data])
+
+
+def test_run_inputs_are_the_model_the_data_and_a_lists_entries(vae_dir: Path, tmp_path: Path) -> None:
+    from latent_scale.options import Options
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.png\n# note\nhttps://example.com/b.png\n/abs/c.png\n")
+    assert run_inputs(Options(model=str(vae_dir), data=str(listing))) == (
+        [str(listing), str(tmp_path / "a.png"), "/abs/c.png"], [str(vae_dir)])
+    files, folders = run_inputs(Options(model="org/vae", latents=f"{tmp_path}/shards/**/*.npy"))
+    import huggingface_hub.constants as hf
+
+    assert (files, folders) == ([], [str(tmp_path / "shards"), hf.HF_HUB_CACHE])
+    assert run_inputs(Options(latents=str(tmp_path))) == ([], [str(tmp_path)])  # no --model: no model read
