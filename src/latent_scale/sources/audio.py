@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..options import option
+from ..fields import option
+from ..options import check_at_least, check_positive
 from .base import Source, SourceContext, file_signature
 from .files import check_regular, expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
 
@@ -37,15 +38,13 @@ DEFAULT_SECONDS = 10.0
 class AudioOptions:
     """The audio source's own options."""
 
-    seconds: float | None = option(None, "Audio clip length in seconds [default: the model's pipeline's, where it "
-                                         "says (Stable Audio: its full window), else 10].")
-    clips_per_file: int = option(1, "Audio clips per file, evenly spaced (the first at 0).")
+    seconds: float | None = option(None, "Audio clip length in seconds", panel="Audio",
+                                   shown="the model's pipeline's where it says, else 10")
+    clips_per_file: int = option(1, "Audio clips per file, evenly spaced (the first at 0)", panel="Audio")
 
     def validate(self) -> None:
-        if self.seconds is not None and not self.seconds > 0:
-            raise InputError(f"--seconds must be positive, got {self.seconds}")
-        if self.clips_per_file < 1:
-            raise InputError(f"--clips-per-file must be at least 1, got {self.clips_per_file}")
+        check_at_least("clips_per_file", self.clips_per_file, 1)
+        check_positive(self, ("seconds",))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,188 @@
+"""The audio source (listing, decoding, resampling, channels, clip positions), the mel spectrogram of
+mel-input autoencoders against their diffusers pipeline's, and every audio autoencoder class measured
+end to end against its own encode() on the same waveform."""
+
+from __future__ import annotations
+
+import sys
+import types
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from latent_scale.sources import audio
+
+RATE = 8000
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """The naive reader: Python's `wave`, 16-bit samples / 32768, as (channels, samples) float32."""
+    with wave.open(str(path), "rb") as w:
+        raw = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, w.getnchannels())
+    return (raw.T / 32768.0).astype(np.float32)
+
+
+def test_clip_starts_are_evenly_spaced_first_at_zero_last_at_the_end() -> None:
+    assert audio.clip_starts(100, 10, 1) == [0]
+    assert audio.clip_starts(100, 10, 3) == [0, 45, 90]
+    assert audio.clip_starts(10, 10, 4) == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="9 samples, fewer than a clip of 10 samples"):
+        audio.clip_starts(9, 10, 1)
+
+
+def test_clip_length_rounds_half_up() -> None:
+    assert audio.clip_samples(1.0, 44100) == 44100
+    assert audio.clip_samples(0.5 / 44100 * 3, 44100) == 2  # 1.5 samples
+    assert audio.clip_samples(47.55, 44100) == 2096955
+
+
+def test_channels_as_stable_audio_converts_them() -> None:
+    mono = torch.tensor([[0.25, -0.5, 1.0]])
+    stereo = torch.tensor([[0.25, -0.5, 1.0], [0.75, 0.5, -1.0]])
+    assert torch.equal(audio.to_channels(mono, 2), torch.tensor([[0.25, -0.5, 1.0], [0.25, -0.5, 1.0]]))
+    assert torch.equal(audio.to_channels(stereo, 1), torch.tensor([[0.5, 0.0, 0.0]]))
+    assert audio.to_channels(stereo, 2) is stereo
+    with pytest.raises(ValueError) as err:
+        audio.to_channels(torch.zeros(6, 3), 2)
+    assert "6 audio channels" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_read_window_at_the_file_rate_is_the_wav_samples(tmp_path: Path, write_wav: Any) -> None:
+    path = tmp_path / "a.wav"
+    write_wav(path, RATE, channels=2, seconds=1.0)
+    want = read_wav(path)
+    got = audio.read_window(str(path), RATE, 1234, 3000)
+    assert got.dtype == np.float32 and np.array_equal(got, want[:, 1234:4234])
+    with pytest.raises(ValueError, match="fewer than a clip"):
+        audio.read_window(str(path), RATE, 6000, 3000)
+
+
+def test_resampling_keeps_a_tone_where_it_was(tmp_path: Path) -> None:
+    """A 440 Hz tone written at 44.1 kHz and read at 48 kHz is the same tone sampled at 48 kHz (FFmpeg's
+    resampler: within 1e-3 away from the edges), and the length scales with the rate."""
+    path = tmp_path / "tone.wav"
+    t = np.arange(44100) / 44100
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(44100)
+        w.writeframes(np.round(0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes())
+    assert audio.total_samples(str(path), 48000, (0, 0)) == 48000
+    got = audio.read_window(str(path), 48000, 0, 48000)[0]
+    want = 0.5 * np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)
+    assert np.abs(got[200:-200] - want[200:-200]).max() < 1e-3
+
+
+def test_listing_folders_lists_globs_and_video_tracks(tmp_path: Path, write_wav: Any) -> None:
+    for name in ("b/one.wav", "a/two.flac", "c/clip.mp4", "notes.txt", "img.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    paths, root = audio.list_audio(str(tmp_path))
+    assert root == str(tmp_path)
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in paths] == ["a/two.flac", "b/one.wav", "c/clip.mp4"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("b/one.wav\nimg.png\n# a comment\nc/clip.mp4\n")
+    assert audio.list_audio(str(listing))[0] == [str(tmp_path / "b/one.wav"), str(tmp_path / "c/clip.mp4")]
+    assert audio.list_audio(str(tmp_path / "*" / "*.wav")) == ([str(tmp_path / "b/one.wav")], str(tmp_path))
+    assert audio.list_audio(str(tmp_path / "img.png")) == ([], str(tmp_path))
+
+
+def test_probe_reads_rate_and_channels_and_says_why_not(tmp_path: Path, write_wav: Any) -> None:
+    write_wav(tmp_path / "s.wav", 22050, channels=2, seconds=0.1)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
+    assert audio.probe(str(tmp_path / "s.wav")) == audio.AudioInfo(22050, 2)
+    broken = audio.probe(str(tmp_path / "broken.wav"))
+    assert broken.error and "\n" not in broken.error
+    assert audio.probe(str(tmp_path / "missing.wav")).error
+
+
+# --- mel spectrograms: the tool's against the diffusers pipeline's own ---------------------------------
+
+def _slaney_mel_hz(m: np.ndarray) -> np.ndarray:
+    return np.where(m >= 15, 1000 * np.exp(np.log(6.4) / 27 * (m - 15)), m * 200 / 3)
+
+
+def _float64_mel(wave_: np.ndarray, rate: int, n_fft: int, hop: int, bins: int) -> np.ndarray:
+    """torchaudio's MelSpectrogram(center, reflect, hann, power=1, slaney scale and norm) from its
+    definition, in float64 with numpy's FFT: (..., bins, frames)."""
+    x = np.pad(wave_.astype(np.float64), [(0, 0)] * (wave_.ndim - 1) + [(n_fft // 2, n_fft // 2)], mode="reflect")
+    starts = range(0, x.shape[-1] - n_fft + 1, hop)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    mag = np.abs(np.fft.rfft(np.stack([x[..., s:s + n_fft] for s in starts], axis=-2) * window, axis=-1))
+    freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    top = 15 + np.log(rate / 2 / 1000) / (np.log(6.4) / 27)
+    pts = _slaney_mel_hz(np.linspace(0.0, top, bins + 2))
+    lower = (freqs[None] - pts[:-2, None]) / (pts[1:-1] - pts[:-2])[:, None]
+    upper = (pts[2:, None] - freqs[None]) / (pts[2:] - pts[1:-1])[:, None]
+    fb = np.maximum(0, np.minimum(lower, upper)) * (2 / (pts[2:] - pts[:-2]))[:, None]
+    return np.swapaxes(mag @ fb.T, -1, -2)
+
+
+class _Float64MelSpectrogram:
+    """A stand-in for torchaudio.transforms.MelSpectrogram (not installable beside this torch) that
+    computes _float64_mel for the arguments the Echo pipeline passes."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, **_: Any) -> None:
+        self.args = sample_rate, n_fft, hop_length, n_mels
+
+    def to(self, device: Any) -> _Float64MelSpectrogram:
+        return self
+
+    def __call__(self, wave_: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(_float64_mel(wave_.numpy(), *self.args))
+
+
+def _echo_mel(monkeypatch: pytest.MonkeyPatch, wave_: torch.Tensor, config: dict[str, Any]
+              ) -> tuple[torch.Tensor, bool]:
+    """The mel diffusers' Echo pipeline feeds AutoencoderKLLTX2Audio for `wave_` (C, S) at the model's
+    rate, taken from its own `_encode_audio`; and whether torchaudio itself computed it."""
+    import diffusers  # noqa: F401 - decides which optional packages exist before the stand-ins below
+
+    try:
+        import torchaudio  # noqa: F401
+        real = True
+    except ImportError:
+        real = False
+        fake = types.ModuleType("torchaudio")
+        fake.transforms = types.SimpleNamespace(MelSpectrogram=_Float64MelSpectrogram)
+        monkeypatch.setitem(sys.modules, "torchaudio", fake)
+    if "transformers" not in sys.modules:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            stub = types.ModuleType("transformers")
+            stub.PreTrainedModel = stub.PreTrainedTokenizerBase = object
+            monkeypatch.setitem(sys.modules, "transformers", stub)
+    from diffusers.modular_pipelines.echo.encoders import _encode_audio
+
+    seen: list[torch.Tensor] = []
+    settings = types.SimpleNamespace(**config)
+
+    class Capture:
+        dtype = torch.float32
+        config = settings
+
+        def encode(self, mel: torch.Tensor) -> Any:
+            seen.append(mel)
+            mode = torch.zeros(1, 1, mel.shape[2], 1)
+            return types.SimpleNamespace(latent_dist=types.SimpleNamespace(mode=lambda: mode))
+
+    _encode_audio(Capture(), torch.zeros(1), torch.ones(1), wave_, config["sample_rate"], torch.device("cpu"))
+    return seen[0], real
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_ltx2_mel_is_the_echo_pipelines(monkeypatch: pytest.MonkeyPatch, channels: int) -> None:
+    """The tool's LTX-2 mel equals the one diffusers' Echo pipeline computes: bit for bit with torchaudio
+    (the same float32 arithmetic); without it, a float64 reference of torchaudio's definition agrees to
+    1e-5 (the float32 filterbank's rounding at the triangles' edges is ~2e-6 relative)."""
+    from latent_scale.models.mel import ltx2_mel
+
+    config = {"sample_rate": 16000, "mel_hop_length": 160, "mel_bins": 64}
+    wave_ = (torch.randn(channels, 16000, generator=torch.Generator().manual_seed(0)) * 0.3).clamp(-1, 1)
+    want, real = _echo_mel(monkeypatch, wave_, config)
+    got = ltx2_mel(audio.to_channels(wave_, 2)[None], config)
+    assert got.shape == want.shape == (1, 2, 101, 64)
+    assert (got.double() - want.double()).abs().max().item() <= (1e-6 if real else 1e-5)
