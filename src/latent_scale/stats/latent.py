@@ -42,14 +42,14 @@ class LatentStats:
     def merge(self, other: LatentStats) -> None:
         if other.channels != self.channels:
             raise ValueError(f"cannot merge {other.channels}-channel stats into {self.channels}-channel stats")
+        if (self.histogram is None) != (other.histogram is None):
+            raise ValueError("cannot merge statistics with a histogram and statistics without one")
+        if self.histogram is not None:
+            self.histogram.merge(other.histogram)  # first: it refuses other edges before anything changed
         self.moments = self.moments.merge(other.moments)
         self.units.merge(other.units)
         self.min = torch.minimum(self.min, other.min)
         self.max = torch.maximum(self.max, other.max)
-        if (self.histogram is None) != (other.histogram is None):
-            raise ValueError("cannot merge statistics with a histogram and statistics without one")
-        if self.histogram is not None:
-            self.histogram.merge(other.histogram)
 
     @property
     def num_elements(self) -> int:
