@@ -23,7 +23,7 @@ from .errors import InputError
 from .forecast import forecast
 from .identity import data_identity, model_identity
 from .outputs import check_run_outputs, write_json
-from .latent_cache import LatentCache
+from .saved_latents import LatentWriter
 from .loop import Accumulate, StopRule, drive
 from .models import Encoder, load_model
 from .options import DEFAULT_MODEL, Options, make_options, parse_shard
@@ -96,6 +96,7 @@ def _run(opts: Options) -> list[ResultDict]:
     ctx = RunContext(rank, world, *parse_shard(opts.shard))
     _check_run(opts, ctx)
     source, posteriors = _source_and_posteriors(opts, ctx)
+    opts = _settled(opts, source, posteriors.stochastic)
     positions = ctx.positions(order(len(source), opts.seed, opts.limit))
     recipe = _recipe(opts, source, posteriors)
     ckpt = Checkpoint.for_rank(opts.checkpoint, rank, world, _fingerprint(posteriors, recipe, opts, world),
@@ -119,6 +120,19 @@ def _run(opts: Options) -> list[ResultDict]:
     if opts.output and rank == 0:
         write_json(opts.output, results[0] if len(results) == 1 else results)
     return results
+
+
+def _settled(opts: Options, source: Source, stochastic: bool) -> Options:
+    """The posterior and seed not given: the data's own where it records them (a --save-latents folder:
+    its run's), else sample (mode where there is no posterior spread) and 0. A posterior the data
+    cannot give is refused, never replaced by another."""
+    recorded = source.defaults()
+    posterior = opts.posterior or recorded.get("posterior") or ("sample" if stochastic else "mode")
+    seed = opts.seed if opts.seed is not None else recorded.get("seed", 0)
+    if posterior != "mode" and not stochastic and source.input == "latents":
+        raise InputError(f"--latents {opts.latents} holds posterior means only (no logvar), so it cannot give "
+                         f"--posterior {posterior}; use --posterior mode, or store mean ‖ logvar (--moments)")
+    return dataclasses.replace(opts, posterior=posterior, seed=seed)
 
 
 def _recipe(opts: Options, source: Source, posteriors: Posteriors) -> dict[str, Any]:
@@ -150,7 +164,7 @@ def _source_and_posteriors(opts: Options, ctx: RunContext) -> tuple[Source, Post
     encoder = _load_encoder(opts, distributed.device_for(opts.device, ctx.rank, ctx.world), opts.dtype)
     source = open_source(opts.data, functools.partial(context_for, opts), _takes(encoder))
     _refuse_foreign_options(opts, source)
-    if not encoder.stochastic and opts.posterior != "mode":  # said once, not again by the float32 twin
+    if not encoder.stochastic and opts.posterior not in (None, "mode"):  # said once, not by the float32 twin
         warnings.warn(f"{encoder.info.class_name} is deterministic: reporting the posterior mode", stacklevel=2)
     source.adapt(encoder)
     chunked = _chunked(encoder, opts)
@@ -159,8 +173,8 @@ def _source_and_posteriors(opts: Options, ctx: RunContext) -> tuple[Source, Post
 
 
 def _takes(encoder: Encoder) -> set[str]:
-    """The input kinds the model's family encodes: images, and clips (a one-frame clip is an image)."""
-    return {"pixels", "frames"}
+    """The input kinds the model's family encodes (images and clips, or waveforms)."""
+    return set(encoder.family.takes)
 
 
 def _refuse_foreign_options(opts: Options, source: Source) -> None:
@@ -209,7 +223,7 @@ def _fingerprint(posteriors: Posteriors, recipe: dict[str, Any], opts: Options, 
 
 
 def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors: Posteriors,
-                  recipe: dict[str, Any], ctx: RunContext) -> LatentCache | None:
+                  recipe: dict[str, Any], ctx: RunContext) -> LatentWriter | None:
     """--save-latents: one writer per process (shard and rank), resumed with the checkpoint."""
     if not opts.save_latents:
         return None
@@ -218,8 +232,8 @@ def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors
         raise InputError("--moments needs a stochastic encoder (mean and logvar); this one is deterministic")
     rank_of, ranks = ctx.writer, ctx.writers
     meta = {"model": posteriors.model, "recipe": recipe}
-    cache = (LatentCache.resume(opts.save_latents, state.cache, rank_of, ranks, moments, meta=meta)
-             if state.cache else LatentCache(opts.save_latents, rank_of, ranks, moments, meta=meta))
+    cache = (LatentWriter.resume(opts.save_latents, state.cache, rank_of, ranks, moments, meta=meta)
+             if state.cache else LatentWriter(opts.save_latents, rank_of, ranks, moments, meta=meta))
     if ckpt:
         def flush(saved: Run) -> None:
             cache.flush()
@@ -229,7 +243,7 @@ def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors
     return cache
 
 
-def _finish(state: Run, ckpt: Checkpoint | None, cache: LatentCache | None, posteriors: Posteriors,
+def _finish(state: Run, ckpt: Checkpoint | None, cache: LatentWriter | None, posteriors: Posteriors,
             run_info: dict[str, Any], rel_tol: float | None) -> None:
     """Count the float32 retries, report the precision check, leave a last checkpoint and a complete
     latent folder."""

@@ -53,9 +53,10 @@ class Options:
     column: str | None = option(None, "The image (or latent) column of a dataset", shown="found automatically")
     strict: bool = option(False, "Stop at the first unreadable unit (exit 2)", flags=("--strict",))
     cache_dir: str | None = option(None, "Dataset and hash cache", shown="$XDG_CACHE_HOME/latent-scale")
-    posterior: str = option("sample", "sample, mode or expected_sample (all three are in the JSON)",
-                            panel="Statistics")
-    seed: int = option(0, "Seeds the unit order (for --limit) and the posterior noise", panel="Statistics")
+    posterior: str | None = option(None, "sample, mode or expected_sample (all three are in the JSON)",
+                                   panel="Statistics", shown="sample; a --save-latents folder: its run's own")
+    seed: int | None = option(None, "Seeds the unit order (for --limit) and the posterior noise", panel="Statistics",
+                              shown="0; a --save-latents folder: its run's own")
     rel_tol: float | None = option(None, "Stop once the 95% interval is within ±rel_tol of the factor",
                                    panel="Statistics")
     min_units: int = option(50, "--rel-tol never stops before this many units", panel="Statistics",
@@ -91,7 +92,8 @@ class Options:
     def validate(self) -> None:
         """Every check that needs neither the model nor the data, so mistakes surface in milliseconds."""
         self.sizes  # noqa: B018 - parses or raises
-        _check_choice("--posterior", self.posterior, POSTERIORS)
+        if self.posterior is not None:
+            _check_choice("--posterior", self.posterior, POSTERIORS)
         check_at_least("batch_size", self.batch_size, 1)
         for name, low in (("limit", 1), ("workers", 0)):
             if getattr(self, name) is not None:

@@ -32,6 +32,7 @@ class SourceContext:
     own: Any = None
     channels: int | None = None
     column: str | None = None
+    model: str | None = None  # --model as given (None: the default), for messages that suggest what runs offline
 
 
 class Source(ABC):
@@ -90,6 +91,11 @@ class Source(ABC):
 
     def describe(self, result: dict[str, Any]) -> dict[str, Any]:
         """Fields this source adds to each result (e.g. the latent shapes a cache held)."""
+        return {}
+
+    def defaults(self) -> dict[str, Any]:
+        """Options the data itself settles when the user gave none (a --save-latents folder: the
+        posterior and seed of the run that wrote it)."""
         return {}
 
     def noise_key(self, index: int) -> int:
