@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import torch
 from diffusers import AutoencoderKL, AutoencoderKLMochi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +24,8 @@ import latent_scale
 from latent_scale.apply import apply_result, describe_apply
 from latent_scale.conventions import CONVENTION_KEYS
 from latent_scale.errors import InputError
+from latent_scale.schema import build_result
+from latent_scale.stats import PosteriorStats
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -236,25 +240,41 @@ def test_apply_write_failures_are_one_sentence_and_change_nothing(result_json: P
 
 # --- values and configs that are refused --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flag, field, value, needle", [
-    ({}, "scale_factor", math.nan, "scaling_factor would be undefined"),
-    ({}, "scale_factor", math.inf, "scaling_factor would be undefined"),
-    ({}, "scale_factor", None, "scaling_factor would be undefined"),
-    ({}, "scale_factor", 0.0, "scaling_factor would be 0, not positive"),
-    ({}, "scale_factor", -0.2, "scaling_factor would be -0.2, not positive"),
-    ({"shift": True}, "shift_factor", math.nan, "shift_factor would be undefined"),
-    ({"rms": True}, "rms", 0.0, "with --rms: its scaling_factor would be undefined"),
-    ({"per_channel": True}, "std", [1.0, 0.0, 1.0, 1.0], "latents_std would be 0, not positive"),
-    ({"per_channel": True}, "std", [1.0, -1.0, 1.0, 1.0], "latents_std would be -1, not positive"),
-    ({"per_channel": True}, "mean", [0.0, math.inf, 0.0, 0.0], "latents_mean would be undefined"),
+@pytest.mark.parametrize("field, value", [
+    ("scale_factor", 0.3), ("scale_factor", math.nan), ("scale_factor", None), ("scale_factor", -0.2),
+    ("shift_factor", 0.0), ("rms", 1.0), ("std", [1.0, 0.0, 1.0, 1.0]), ("mean", [0.0, 0.5, 0.0, 0.0]),
 ])
-def test_apply_refuses_non_finite_and_non_positive_values(result: dict[str, Any], vae_copy: Path, flag: dict,
-                                                          field: str, value: Any, needle: str) -> None:
+def test_apply_refuses_a_headline_its_state_does_not_give(result: dict[str, Any], vae_copy: Path, field: str,
+                                                          value: Any) -> None:
+    """The state (sealed, untouched) says what the numbers are: an edited factor never reaches a config."""
     before = (vae_copy / "config.json").read_bytes()
     (result["per_channel"] if field in ("mean", "std") else result)[field] = value
-    with pytest.raises(InputError, match=needle):
-        apply_result(result, vae_copy, **flag)
+    with pytest.raises(InputError) as e:
+        apply_result(result, vae_copy, per_channel=field in ("mean", "std"), shift=field == "shift_factor")
+    assert str(e.value).startswith("the result: ") and "\n" not in str(e.value)
     _unchanged(vae_copy, before)
+
+
+def test_apply_of_an_edited_factor_writes_nothing(result: dict[str, Any], vae_copy: Path, tmp_path: Path,
+                                                  cli: Cli) -> None:
+    """The attack: the headline edited to 0.3 while state_sha256 still matches the state (which says 0.9)."""
+    result["scale_factor"] = 0.3
+    (tmp_path / "edited.json").write_text(json.dumps(result))
+    before = (vae_copy / "config.json").read_bytes()
+    cli.fails("apply", tmp_path / "edited.json", "--to", vae_copy,
+              says=["scale_factor is not what its state gives (0.3 stated"])
+    _unchanged(vae_copy, before)
+
+
+def test_apply_refuses_a_constant_channel_the_state_really_has(result: dict[str, Any], vae_copy: Path) -> None:
+    """A sound state with one channel that never varies: its latents_std would be 0."""
+    state = PosteriorStats(4, True, torch.tensor(result["state"]["mode"]["histogram"]["edges"], dtype=torch.float64))
+    mu = torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mu[:, 1] = 0.25
+    state.update(mu, torch.zeros_like(mu), torch.zeros_like(mu))
+    built = build_result(state, result["model"], result["recipe"], [], "mode", {}, [4, 2, 2])
+    with pytest.raises(InputError, match="its latents_std would be 0, not positive"):
+        apply_result(dict(built), vae_copy, per_channel=True)
 
 
 def test_apply_refuses_nan_tokens_in_the_result_file(result: dict[str, Any], vae_copy: Path, tmp_path: Path) -> None:
@@ -284,9 +304,9 @@ def test_apply_refuses_configs_that_are_not_an_autoencoder(result: dict[str, Any
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("[1]", "is not a latent-scale result: it holds a JSON array"),
-    ("null", "is not a latent-scale result: it holds null"),
-    ("{}", "is not a latent-scale result: its scale_factor is missing or not a number"),
+    ("[1]", r"is not a latent-scale result \(it holds a list\)"),
+    ("null", r"is not a latent-scale result \(it holds null\)"),
+    ("{}", r"is not a latent-scale result \(it holds a JSON object without schema or state\)"),
     ('{"schema": 1, "state": {"count', "the file ends early: truncated"),
 ])
 def test_apply_refuses_files_that_are_not_results(vae_copy: Path, tmp_path: Path, text: str, needle: str) -> None:
@@ -296,24 +316,50 @@ def test_apply_refuses_files_that_are_not_results(vae_copy: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("change, needle", [
-    (lambda r: r.update(scale_factor="0.2"), "its scale_factor is missing or not a number"),
-    (lambda r: r.update(rms=True), "its rms is missing or not a number"),
-    (lambda r: r["per_channel"]["std"].pop(), "its per_channel is missing or not mean and std lists"),
-    (lambda r: r["per_channel"].update(mean="x"), "its per_channel is missing or not mean and std lists"),
-    (lambda r: r.update(model=["AutoencoderKL"]), "its model is missing or not an object naming the class"),
-    (lambda r: r["model"].update({"class": 3}), "its model is missing or not an object naming the class"),
+    (lambda r: r.update(scale_factor="0.2"), "scale_factor is a string, not a number"),
+    (lambda r: r.update(rms=True), "rms is true/false, not a number"),
+    (lambda r: r["per_channel"]["std"].pop(), "per_channel.std has 3 entries, not the state's 4"),
+    (lambda r: r["per_channel"].update(mean="x"), "per_channel.mean is a string, not a list"),
+    (lambda r: r.update(model=["AutoencoderKL"]), "model is a list, not a JSON object"),
+    (lambda r: r["model"].update({"class": 3}), "model.class is a number, not a string"),
+    (lambda r: r["recipe"].pop("posterior"), "recipe.posterior is missing"),
 ])
 def test_apply_refuses_results_with_wrong_types(result: dict[str, Any], vae_copy: Path, change: Any,
                                                 needle: str) -> None:
     change(result)
-    with pytest.raises(InputError, match=needle):
+    with pytest.raises(InputError, match=f"^the result: {re.escape(needle)}; the file is damaged or was edited$"):
         apply_result(result, vae_copy)
 
 
-def test_apply_refuses_a_size_sweep(result: dict[str, Any], vae_copy: Path, tmp_path: Path) -> None:
-    (tmp_path / "sweep.json").write_text(json.dumps([result, result]))
-    with pytest.raises(InputError, match="holds 2 results .* apply takes one"):
-        apply_result(tmp_path / "sweep.json", vae_copy)
+def _sweep(result: dict[str, Any], tmp_path: Path) -> Path:
+    """A two-entry sweep: the result at its size (32) and relabelled as 64 with its numbers rescaled."""
+    other = json.loads(json.dumps(result))
+    other["recipe"]["size"] = 64
+    (tmp_path / "sweep.json").write_text(json.dumps([result, other]))
+    return tmp_path / "sweep.json"
+
+
+def test_apply_refuses_a_size_sweep_without_size(result: dict[str, Any], vae_copy: Path, tmp_path: Path,
+                                                 cli: Cli) -> None:
+    cli.fails("apply", _sweep(result, tmp_path), "--to", vae_copy,
+              says=["holds 2 results, one per --size of a sweep (32, 64); apply takes one: pass --size"])
+    cli.fails("apply", _sweep(result, tmp_path), "--to", vae_copy, "--size", 128,
+              says=["holds no result for --size 128; it holds sizes 32, 64"])
+
+
+def test_apply_size_picks_the_sweep_entry(result: dict[str, Any], vae_copy: Path, tmp_path: Path, cli: Cli) -> None:
+    code, out, err = cli("apply", _sweep(result, tmp_path), "--to", vae_copy, "--size", 64)
+    assert code == 0, err
+    assert AutoencoderKL.from_pretrained(vae_copy).config.scaling_factor == pytest.approx(result["scale_factor"],
+                                                                                           rel=1e-5)
+
+
+def test_apply_of_stored_latents_says_so_before_writing(result: dict[str, Any], vae_copy: Path) -> None:
+    result["recipe"] = {**result["recipe"], "source": "latents", "data": "cache",
+                        "cache": {"model": {"source": "./vae"}}}
+    with pytest.warns(UserWarning, match=r"the result was measured on stored latents \(cache, saved from ./vae\)"):
+        done = apply_result(result, vae_copy)
+    assert done["changed"] and _config(vae_copy)["scaling_factor"] == pytest.approx(result["scale_factor"], rel=1e-5)
 
 
 # --- classes whose configs hold other keys ------------------------------------------------------------------------
@@ -359,7 +405,8 @@ JSON_VALUES = NUMBERS | st.lists(NUMBERS, min_size=1, max_size=5) | st.recursive
     max_leaves=8)
 ONE_IN_TEN = st.sampled_from([True] + [False] * 9)
 FIELDS = [("scale_factor",), ("shift_factor",), ("rms",), ("per_channel",), ("per_channel", "mean"),
-          ("per_channel", "std"), ("model",), ("model", "class"), ("schema",), ("state",)]
+          ("per_channel", "std"), ("model",), ("model", "class"), ("schema",), ("state",), ("recipe",),
+          ("recipe", "posterior"), ("recipe", "size")]
 
 
 @st.composite

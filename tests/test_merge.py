@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from latent_scale.errors import InputError
 from latent_scale.identity import model_identity
 from latent_scale.merge import merge_files, merge_results, missing_shards
+from latent_scale.schema import headline, parse_state, population, read_result, seal
 from latent_scale.stats import PosteriorStats
-from latent_scale.validation import check_state, seal
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -68,8 +68,8 @@ def test_shards_merge_to_the_one_process_result(runs: dict[str, Any], tmp_path: 
     for key in ("scale_factor", "std", "mean"):
         assert merged[key] == pytest.approx(whole[key], rel=1e-6)
     assert merged["run"]["missing_shards"] == [] and merged["run"]["shards"] == ["0/2", "1/2"]
-    check_state(merged["state"], "out.json")
-    assert json.loads((tmp_path / "out.json").read_text())["scale_factor"] == merged["scale_factor"]
+    written = json.loads((tmp_path / "out.json").read_text())
+    assert read_result(written, "out.json").to_dict() == written and written["scale_factor"] == merged["scale_factor"]
 
 
 def test_merging_only_some_shards_warns_and_records_which_are_missing(runs: dict[str, Any]) -> None:
@@ -87,13 +87,13 @@ def test_partial_merge_warning_reaches_the_command_line(runs: dict[str, Any], tm
 def test_checkpoint_passed_to_merge_says_it_is_a_checkpoint(runs: dict[str, Any], tmp_path: Path) -> None:
     docs = {"a.json": runs["s1"], "state.json": json.loads(runs["checkpoint"].read_text())}
     assert refused_files(tmp_path, docs) == (f"{tmp_path}/"
-        "state.json is a checkpoint, not a result; finish the run with --resume, then merge its -o result")
+        "state.json is a checkpoint, not a result; finish the run with --resume, then use its -o result")
 
 
 @pytest.mark.parametrize(("text", "says"), [
     ("[1, 2]", "b.json is not a latent-scale result (it holds a list)"),
     ("null", "b.json is not a latent-scale result (it holds null)"),
-    ('{"schema": 1}', "b.json: state is missing"),
+    ('{"schema": 1}', "b.json: scale_factor is missing"),
     ('{"schema": 1, "sta', "b.json is not"),  # io.read_json words it
 ], ids=["json_array", "json_null", "lacks_a_key", "truncated"])
 def test_merge_input_that_is_not_a_result_is_refused(runs: dict[str, Any], tmp_path: Path, text: str,
@@ -123,6 +123,8 @@ def test_merge_refuses_different_histogram_edges(runs: dict[str, Any]) -> None:
     a, b = shards(runs)
     for part in ("mode", "sample"):
         b["state"][part]["histogram"]["edges"] = [2 * e for e in b["state"][part]["histogram"]["edges"]]
+    stats = PosteriorStats.from_dict(b["state"])  # the fractions beyond ±1, ±3 come from the histogram
+    b.update(headline(stats, b["recipe"]["posterior"], population(b["recipe"], b["skipped"])))
     b = seal(b)  # sound and sealed, only binned differently
     with pytest.raises(InputError, match=r"cannot merge b.json with a.json: state.mode.histogram.edges differ"):
         merge_results([a, b], ["a.json", "b.json"])
@@ -144,12 +146,12 @@ def test_merge_refuses_the_same_shard_twice_naming_both_files(runs: dict[str, An
 
 def test_constant_latents_are_refused_not_divided_by_zero(runs: dict[str, Any]) -> None:
     doc = copy.deepcopy(runs["s0"])
-    doc.pop("state_sha256", None)
     edges = torch.tensor(doc["state"]["mode"]["histogram"]["edges"], dtype=torch.float64)
     stats = PosteriorStats(4, True, edges)
     mu = torch.full((3, 4, 2, 2), 0.25)
     stats.update(mu, torch.zeros_like(mu), torch.randn_like(mu))
     doc["state"] = stats.to_dict()
+    doc = seal(doc)
     with pytest.raises(InputError, match=r"no spread \(std 0.0 for posterior sample\), so no scale factor exists"):
         merge_results([doc])
 
@@ -228,7 +230,7 @@ def test_fuzz_merge_ends_in_one_sentence_or_a_sound_state(runs: dict[str, Any], 
             assert str(e) and "\n" not in str(e)
             return
     for result in merged if isinstance(merged, list) else [merged]:
-        check_state(result["state"], "merged")
+        parse_state(result["state"], "merged")
 
 
 
@@ -249,5 +251,5 @@ def test_fuzz_resume_ends_in_one_sentence_or_a_sound_state(runs: dict[str, Any],
         except InputError as e:
             assert str(e) and "\n" not in str(e)
             return
-    check_state(result["state"], "resumed")
+    parse_state(result["state"], "resumed")
     assert result["num_images"] == 12

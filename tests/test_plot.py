@@ -11,18 +11,31 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latent_scale.plot import channel_densities
+from latent_scale.plot import channel_densities, result_figure
+from latent_scale.schema import Result, read_result
 
 if TYPE_CHECKING:
     from conftest import Cli
 
 
+def _read(path: Path) -> Result:
+    return read_result(json.loads(path.read_text()), str(path))
+
+
+def _sweep(result_json: Path, tmp_path: Path) -> Path:
+    """A two-entry sweep file: the session's result at size 32 and (relabelled) 64."""
+    r = json.loads(result_json.read_text())
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps([r, {**r, "recipe": {**r["recipe"], "size": 64}}]))
+    return path
+
+
 def test_plot_writes_an_image(result_json: Path, tmp_path: Path, cli: Cli) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "plots" / "hist.png"
-    code, stdout, err = cli("plot", result_json, "-o", out)
+    code, _, err = cli("plot", result_json, "-o", out)
     assert code == 0, err
-    assert str(out) in stdout
+    assert f"wrote {out}" in err
     with Image.open(out) as im:
         assert im.size[0] > 300 and im.size[1] > 200
 
@@ -30,7 +43,7 @@ def test_plot_writes_an_image(result_json: Path, tmp_path: Path, cli: Cli) -> No
 def test_densities_are_normalised_histograms(result_json: Path) -> None:
     """Each channel's density integrates to the share of values inside the edges, and its mean
     (from bin centres) is the channel's scaled mean to within the bins' resolution."""
-    r = json.loads(result_json.read_text())
+    r = _read(result_json)
     edges, density, outside = channel_densities(r)
     widths = (edges[1:] - edges[:-1]).numpy()
     centres = ((edges[1:] + edges[:-1]) / 2).numpy()
@@ -38,7 +51,7 @@ def test_densities_are_normalised_histograms(result_json: Path) -> None:
         d = density[c].numpy()
         assert (d * widths).sum() + float(outside[c]) == pytest.approx(1.0, abs=1e-12)
         mean = (d * widths * centres).sum()
-        assert mean == pytest.approx(r["per_channel"]["mean"][c] * r["scale_factor"], abs=0.02)
+        assert mean == pytest.approx(r.per_channel.mean[c] * r.scale_factor, abs=0.02)
     assert np.all(density.numpy() >= 0)
 
 
@@ -57,7 +70,7 @@ def test_plot_refuses_a_result_without_histogram(result_json: Path, tmp_path: Pa
         r["state"][key].pop("histogram")
     old = tmp_path / "old.json"
     old.write_text(json.dumps(r))
-    cli.fails("plot", old, "-o", tmp_path / "h.png", says=["no histogram"])
+    cli.fails("plot", old, "-o", tmp_path / "h.png", says=["state.mode.histogram is missing"])
     cli.fails("plot", tmp_path / "missing.json", "-o", tmp_path / "h.png", says=["does not exist"])
 
 
@@ -65,7 +78,7 @@ def test_compare_overlay_is_a_readable_png(result_json: Path, tmp_path: Path) ->
     pytest.importorskip("matplotlib")
     from latent_scale.plot import plot_compare
 
-    r = json.loads(result_json.read_text())
+    r = _read(result_json)
     out = plot_compare([r, r], ["before", "after"], tmp_path / "overlay.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(out) as im:
@@ -80,18 +93,49 @@ def test_compare_figure_has_labels_a_legend_and_a_log_panel_for_the_tails(result
     pytest.importorskip("matplotlib")
     from latent_scale.plot import compare_figure
 
-    r = json.loads(result_json.read_text())
+    r = _read(result_json)
     fig = compare_figure([r, r], ["before", "after"])
     axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(axes) == 2 * len(r["per_channel"]["mean"])
+    assert len(axes) == 2 * r.state.channels
     assert sum(ax.get_yscale() == "log" for ax in axes) == len(axes) // 2
     assert {ax.get_xlabel() for ax in axes} >= {"z × scale factor"}
     assert {ax.get_ylabel() for ax in axes} >= {"density", "density (log)"}
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == [
-        f"before (× {r['scale_factor']:.5g})", f"after (× {r['scale_factor']:.5g})", "N(0, 1)"]
+        f"before (× {r.scale_factor:.5g})", f"after (× {r.scale_factor:.5g})", "N(0, 1)"]
     _, density, _ = channel_densities(r)
     for c, ax in enumerate(axes[:4]):
         stairs = [p for p in ax.patches if hasattr(p, "get_data")]
         assert len(stairs) == 2
         np.testing.assert_array_equal(stairs[0].get_data().values, density[c].numpy())
+
+
+def test_plot_of_a_sweep_draws_a_row_per_size(result_json: Path, tmp_path: Path, cli: Cli) -> None:
+    """Each size's row holds that size's histograms; --size draws one size alone."""
+    pytest.importorskip("matplotlib")
+    sweep = _sweep(result_json, tmp_path)
+    results = [read_result(r, "sweep") for r in json.loads(sweep.read_text())]
+    fig = result_figure(results)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    channels = results[0].state.channels
+    assert len(axes) == 2 * channels
+    assert {ax.get_ylabel() for ax in axes if ax.get_ylabel()} == {"size 32: density", "size 64: density"}
+    _, density, _ = channel_densities(results[0])
+    stairs = [p for p in axes[0].patches if hasattr(p, "get_data")]
+    np.testing.assert_array_equal(stairs[0].get_data().values, density[0].numpy())
+    code, _, err = cli("plot", sweep, "-o", tmp_path / "all.png")
+    assert code == 0, err
+    code, _, err = cli("plot", sweep, "--size", 64, "-o", tmp_path / "one.png")
+    assert code == 0, err
+    with Image.open(tmp_path / "all.png") as both, Image.open(tmp_path / "one.png") as one:
+        assert both.size[1] > 1.5 * one.size[1]  # two rows of panels against one
+    cli.fails("plot", sweep, "--size", 48, "-o", tmp_path / "x.png", says=["holds no result for --size 48",
+                                                                          "sizes 32, 64"])
+
+
+def test_plot_of_stored_latents_without_a_model_names_the_latents(result_json: Path) -> None:
+    pytest.importorskip("matplotlib")
+    r = json.loads(result_json.read_text())
+    r["model"] = {**r["model"], "source": None, "class": None}
+    title = result_figure([read_result(r, "r.json")])._suptitle.get_text()
+    assert title.startswith(f"latents in {r['recipe']['data']}: z × ") and "24 images" in title

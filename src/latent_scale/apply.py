@@ -10,31 +10,36 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 from .conventions import CONVENTION_KEYS, normalisations
 from .errors import InputError
 from .outputs import check_output, write_atomic, write_json
-from .reading import as_object, parse_json, read_bytes, read_json
+from .reading import as_object, parse_json, read_bytes
+from .schema import Result
+from .schema.sweep import pick_size, read_result_file, read_results
 
 FLAGS = {"scale": "a plain apply", "shift": "--shift", "per_channel": "--per-channel", "rms": "--rms"}
 POSITIVE = ("scaling_factor", "latents_std")  # divided by or multiplied into latents: must be > 0
 
 
-def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: bool = False,
+def apply_result(result: dict[str, Any] | list[dict[str, Any]] | str | Path, to: str | Path, *, shift: bool = False,
                  per_channel: bool = False, rms: bool = False, subfolder: str | None = None,
-                 dry_run: bool = False, force: bool = False) -> dict[str, Any]:
+                 dry_run: bool = False, force: bool = False, size: int | None = None) -> dict[str, Any]:
     """Write a result's normalisation (plain scaling_factor by default; shift/per_channel/rms pick another
     convention, see conventions.CONVENTIONS) into the config.json of the local VAE folder `to`.
 
-    `force` allows a config of another class than the one measured; nothing overrides the other checks.
+    The result is read through the schema: its numbers must be those its sealed state gives (an edited
+    factor is refused, never written); `size` picks the entry of a --size sweep. `force` allows a config
+    of another class than the one measured; nothing overrides the other checks.
     Returns {"config", "backup" (where the old config goes; None when nothing changes), "set": {key: value}
     (null where a key is unset rather than removed), "removed": [keys], "changed", "dry_run"};
     describe_apply words it.
     """
     convention = _convention(shift, per_channel, rms)
-    r, name = _read_result(result)
+    r, name = _read_result(result, size)
     path = _config_path(to, subfolder)
     if not dry_run:
         check_output(path, inputs=[result] if isinstance(result, (str, Path)) else (), what="--to", force=True)
@@ -47,6 +52,7 @@ def apply_result(result: dict[str, Any] | str | Path, to: str | Path, *, shift: 
     changed = new != config
     backup = _next_backup(path) if changed else None
     if changed and not dry_run:
+        _say_if_stored(r, name)
         _replace_config(path, new, raw, backup)
     unset = {k: None for k in removed if k in new}  # set to null: the class default would apply otherwise
     return {"config": path, "backup": backup, "set": {**values, **unset},
@@ -74,34 +80,21 @@ def _convention(shift: bool, per_channel: bool, rms: bool) -> str:
     return "shift" if shift else "per_channel" if per_channel else "rms" if rms else "scale"
 
 
-def _is_number(x: Any) -> bool:
-    """A JSON number or null (null is an undefined value, refused later with its own sentence)."""
-    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
-
-
-def _read_result(result: dict[str, Any] | str | Path) -> tuple[dict[str, Any], str]:
-    """The result and the name errors use for it; anything not shaped like a result is refused here."""
+def _read_result(result: dict[str, Any] | list[dict[str, Any]] | str | Path,
+                 size: int | None) -> tuple[Result, str]:
+    """The one result to apply (checked, and picked by --size from a sweep) and the name errors use for it."""
     name = str(result) if isinstance(result, (str, Path)) else "the result"
-    r = read_json(result) if isinstance(result, (str, Path)) else result
-    if isinstance(r, list) and r and all(isinstance(x, dict) for x in r):
-        raise InputError(f"{name} holds {len(r)} results (one per --size of a sweep); apply takes one: "
-                         "save the entry you want as its own file")
-    r = as_object(r, name, "latent-scale result")
-    per, model = r.get("per_channel"), r.get("model")
-    fields = [(k, k in r and _is_number(r[k]), "a number") for k in ("scale_factor", "shift_factor", "rms")]
-    fields += [("per_channel", isinstance(per, dict) and _channel_lists(per), "mean and std lists of one length"),
-               ("model", isinstance(model, dict) and isinstance(model.get("class", ""), (str, type(None))),
-                "an object naming the class")]
-    for key, ok, want in fields:
-        if not ok:
-            raise InputError(f"{name} is not a latent-scale result: its {key} is missing or not {want}")
-    return r, name
+    found = read_result_file(result) if isinstance(result, (str, Path)) else read_results(result, name)
+    return pick_size(found, size, name, "apply"), name
 
 
-def _channel_lists(per: dict[str, Any]) -> bool:
-    mean, std = per.get("mean"), per.get("std")
-    return (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) > 0
-            and all(map(_is_number, mean + std)))
+def _say_if_stored(r: Result, name: str) -> None:
+    """Before writing: a factor measured on stored latents is theirs (their posterior, their encode)."""
+    if r.recipe.source == "latents" or r.recipe.cache is not None:
+        saved = (r.recipe.cache or {}).get("model") or {}
+        origin = f", saved from {saved.get('source')}" if isinstance(saved, dict) and saved.get("source") else ""
+        warnings.warn(f"{name} was measured on stored latents ({r.recipe.data}{origin}), posterior "
+                      f"{r.recipe.posterior}; writing their factor", stacklevel=3)
 
 
 def _looks_like_hub_id(s: str) -> bool:
@@ -124,11 +117,11 @@ def _config_path(to: str | Path, subfolder: str | None) -> Path:
     return folder / sub / "config.json" if sub else folder / "config.json"
 
 
-def _check_target(r: dict[str, Any], config: dict[str, Any], path: Path, force: bool) -> None:
+def _check_target(r: Result, config: dict[str, Any], path: Path, force: bool) -> None:
     """Refuse a config that is not a supported autoencoder, or not of the model measured."""
     from .models import FAMILIES, latent_channels
 
-    have, want = config.get("_class_name"), r["model"].get("class")
+    have, want = config.get("_class_name"), r.model.class_name
     if not isinstance(have, str):
         found = "no _class_name" if have is None else f"a _class_name that is a {type(have).__name__}"
         raise InputError(f"{path} has {found}, so it is not a diffusers autoencoder config "
@@ -139,7 +132,7 @@ def _check_target(r: dict[str, Any], config: dict[str, Any], path: Path, force: 
     if want and want != have and not force:
         raise InputError(f"the result was measured on a {want}, but {path} describes a {have}; pass the folder "
                          "of the model you measured, or --force if it is the same model under another class")
-    channels, measured = latent_channels(config), len(r["per_channel"]["mean"])
+    channels, measured = latent_channels(config), r.state.channels
     if channels is not None and channels != measured:
         raise InputError(f"the result has {measured} latent channels, but {path} has {channels}; "
                          "pass the folder of the model you measured")
@@ -157,16 +150,16 @@ def _class_defaults(class_name: str) -> dict[str, Any] | None:
     return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
 
 
-def _values(r: dict[str, Any], convention: str, name: str) -> dict[str, dict[str, Any]]:
+def _values(r: Result, convention: str, name: str) -> dict[str, dict[str, Any]]:
     """Every convention's config values, the chosen one checked: undefined, non-finite or (for factors and
     stds) non-positive values are refused, because a pipeline would silently produce garbage with them."""
-    every = normalisations(r)
+    every = normalisations(r.to_dict())
     for key, value in every[convention].items():
         for x in value if isinstance(value, list) else [value]:
             if x is None or (key in POSITIVE and x <= 0):
                 shown = "undefined (not a finite number)" if x is None else f"{x:g}, not positive"
                 raise InputError(f"cannot apply {name} with {FLAGS[convention]}: its {key} would be {shown}; "
-                                 "check the result (it may come from too few images or constant latents)")
+                                 f"check the result (it may come from too few {r.unit_name}s or constant latents)")
     return every
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from .errors import InputError
 from .identity import describe_id_difference, first_difference, pack_ids, unpack_ids
-from .outputs import CHECKPOINT_KIND, write_json
+from .outputs import write_json
 from .reading import read_object
+from .schema import CHECKPOINT_KIND, check_checkpoint, seal
 from .state import Run
-from .validation import check_checkpoint, seal
 
 
 class Checkpoint:

@@ -1,24 +1,22 @@
 """`compare`: results side by side, and whether their factors differ beyond their intervals.
 
-Imports nothing heavy: the table needs only the result JSON, not the accumulator.
+Results are read through the schema (their numbers checked against their states), so an edited file
+cannot pass for a difference.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 from .errors import InputError
-from .reading import read_json
-
-Z95 = NormalDist().inv_cdf(0.975)  # 1.959964: half-width of a 95 % interval in standard errors
-RESULT_KEYS = {"scale_factor", "scale_factor_ci95", "shift_factor", "rms", "per_channel", "num_images", "model",
-               "recipe"}
+from .schema import Result
+from .schema.sweep import read_result_file
+from .stats import Z95
 
 
-def load_results(paths: list[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
+def load_results(paths: list[str | Path]) -> tuple[list[Result], list[str]]:
     """The results in the files and a name for each (the file's stem; its path when stems repeat).
 
     A file holding a list of results (a --size sweep) gives one entry per size, named stem@SIZE.
@@ -27,18 +25,13 @@ def load_results(paths: list[str | Path]) -> tuple[list[dict[str, Any]], list[st
     results, names = [], []
     for path, stem in zip(paths, stems, strict=True):
         base = stem if stems.count(stem) == 1 else str(path)
-        found = read_json(path)
-        items = found if isinstance(found, list) else [found]
-        for r in items:
-            if not (isinstance(r, dict) and RESULT_KEYS <= r.keys()):
-                raise InputError(f"{path} is not a latent-scale result; compare needs result JSON files written "
-                                 "by `latent-scale estimate -o` or `merge`")
-            results.append(r)
-            names.append(f"{base}@{r['recipe'].get('size')}" if isinstance(found, list) else base)
+        found = read_result_file(path)
+        results += found
+        names += [f"{base}@{r.recipe.size}" for r in found] if len(found) > 1 else [base]
     return results, names
 
 
-def compare_results(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+def compare_results(results: list[Result], names: list[str]) -> dict[str, Any]:
     """Each result's numbers, and a verdict for each against the first.
 
     Results with different channel counts still compare on their global numbers (a factor is a
@@ -50,45 +43,47 @@ def compare_results(results: list[dict[str, Any]], names: list[str]) -> dict[str
     return {"results": rows, "verdicts": [_verdict(rows[0], row) for row in rows[1:]]}
 
 
-def check_overlay(results: list[dict[str, Any]], names: list[str]) -> None:
+def check_overlay(results: list[Result], names: list[str]) -> None:
     """Per-channel histograms overlay only when every result has the same channels."""
-    channels = {name: len(r["per_channel"]["mean"]) for r, name in zip(results, names, strict=True)}
+    channels = {name: r.state.channels for r, name in zip(results, names, strict=True)}
     if len(set(channels.values())) > 1:
         listed = ", ".join(f"{n} {c}" for n, c in channels.items())
         raise InputError(f"cannot overlay per-channel histograms of results with different channel counts "
                          f"({listed}); drop -o to compare the table only")
 
 
-def _summary(r: dict[str, Any], name: str) -> dict[str, Any]:
-    lo, hi = r["scale_factor_ci95"]
-    dist = r.get("distribution") or {}
+def _summary(r: Result, name: str) -> dict[str, Any]:
+    lo, hi = r.scale_factor_ci95
     return {
         "name": name,
-        "scale_factor": r["scale_factor"],
-        "half_width": (hi - lo) / 2,
-        "shift_factor": r["shift_factor"],
-        "rms": r["rms"],
-        "per_channel": {"mean": r["per_channel"]["mean"], "std": r["per_channel"]["std"]},
-        "config_scaling_factor": r["model"].get("config_scaling_factor"),
-        "beyond_1": dist.get("beyond_1"),
-        "beyond_3": dist.get("beyond_3"),
-        "num_images": r["num_images"],
-        "size": r["recipe"].get("size"),
-        "posterior": r["recipe"].get("posterior"),
-        "model": r["model"].get("source"),
-        "data": r["recipe"].get("data"),
+        "scale_factor": r.scale_factor,
+        "half_width": None if lo is None or hi is None else (hi - lo) / 2,
+        "shift_factor": r.shift_factor,
+        "rms": r.rms,
+        "per_channel": {"mean": r.per_channel.mean, "std": r.per_channel.std},
+        "config_scaling_factor": r.model.config_scaling_factor,
+        "beyond_1": r.distribution.beyond_1,
+        "beyond_3": r.distribution.beyond_3,
+        "num_units": r.units,
+        "unit": r.unit_name,
+        "size": r.recipe.size,
+        "posterior": r.recipe.posterior,
+        "model": r.model.source,
+        "data": r.recipe.data,
     }
 
 
 def _verdict(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Two-sided z-test at 95 % for independent runs: z = (f_a - f_b) / sqrt(se_a² + se_b²).
 
-    Results of the same model on the same data share images, so they are not independent; their
+    Results of the same model on the same data share units, so they are not independent; their
     errors are positively correlated, which makes this z too small: a "differ" still holds, a
     "no difference" may hide a real one.
     """
-    se = math.hypot(a["half_width"], b["half_width"]) / Z95
-    z = (b["scale_factor"] - a["scale_factor"]) / se if se > 0 else None  # nan > 0 is False too
+    z = None
+    if a["half_width"] is not None and b["half_width"] is not None:
+        se = math.hypot(a["half_width"], b["half_width"]) / Z95
+        z = (b["scale_factor"] - a["scale_factor"]) / se if se > 0 else None
     if z is None and b["scale_factor"] == a["scale_factor"]:
         z = 0.0  # the same numbers, e.g. one result read twice
     return {"name": b["name"], "against": a["name"], "z": z, "differ": z is not None and abs(z) > Z95,
@@ -98,19 +93,26 @@ def _verdict(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def format_comparison(cmp: dict[str, Any]) -> str:
     """The side-by-side table (one column per result), then one verdict line per pair."""
     rows = cmp["results"]
-    table = [("", [r["name"] for r in rows])] + [(label, [show(r) for r in rows]) for label, show in _FIELDS]
+    table = [("", [r["name"] for r in rows]), (_units(rows), [str(r["num_units"]) for r in rows])]
+    table += [(label, [show(r) for r in rows]) for label, show in _FIELDS]
     channels = max(len(r["per_channel"]["mean"]) for r in rows)
     table += [(f"ch {c} mean / std", [_channel(r, c) for r in rows]) for c in range(channels)]
     first = max(len(label) for label, _ in table)
     widths = [max(len(cells[i]) for _, cells in table) for i in range(len(rows))]
     lines = [f"{label:<{first}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
              for label, cells in table]
-    return "\n".join(lines + [""] + [_verdict_line(v) for v in cmp["verdicts"]])
+    return "\n".join(lines + [""] + [_verdict_line(v, _units(rows)) for v in cmp["verdicts"]])
 
 
-def _verdict_line(v: dict[str, Any]) -> str:
+def _units(rows: list[dict[str, Any]]) -> str:
+    """What the results count: their unit's plural when they share one (images, clips, latents)."""
+    units = {r["unit"] for r in rows}
+    return f"{units.pop()}s" if len(units) == 1 else "units"
+
+
+def _verdict_line(v: dict[str, Any], units: str) -> str:
     if v["z"] is None:
-        return f"{v['name']} vs {v['against']}: cannot tell (no interval; each needs 2+ images)"
+        return f"{v['name']} vs {v['against']}: cannot tell (no interval; each needs 2+ {units})"
     text = f"differ (z = {v['z']:.2f})" if v["differ"] else f"no difference (z = {v['z']:.2f})"
     note = "" if v["independent"] else "; same model and data, not independent: a difference would be understated"
     return f"{v['name']} vs {v['against']}: {text} at 95 %{note}"
@@ -118,22 +120,24 @@ def _verdict_line(v: dict[str, Any]) -> str:
 
 def _channel(r: dict[str, Any], c: int) -> str:
     mean, std = r["per_channel"]["mean"], r["per_channel"]["std"]
-    return f"{mean[c]:+.4g} / {std[c]:.4g}" if c < len(mean) else "-"
+    return f"{_num(mean[c])} / {_num(std[c])}" if c < len(mean) else "-"
 
 
-def _num(x: float | None, digits: int = 5) -> str:
-    return "-" if x is None else f"{x:.{digits}g}"
+def _num(x: float | None) -> str:
+    """The table's one number format: 5 significant digits, trailing zeros kept, so every number in
+    it reads to the same precision ("1.2000" beside "1.0280", never "1.2")."""
+    return "-" if x is None else f"{x:#.5g}"
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.3g}%"
+    """A fraction as a percentage, 3 significant digits (trailing zeros kept)."""
+    return "-" if x is None else f"{100 * x:#.3g}%"
 
 
 _FIELDS = [
-    ("images", lambda r: str(r["num_images"])),
     ("size", lambda r: str(r["size"])),
     ("posterior", lambda r: str(r["posterior"])),
-    ("scale factor (95%)", lambda r: f"{r['scale_factor']:.5f} ± {r['half_width']:.5f}"),
+    ("scale factor (95%)", lambda r: f"{_num(r['scale_factor'])} ± {_num(r['half_width'])}"),
     ("shift factor", lambda r: _num(r["shift_factor"])),
     ("rms factor", lambda r: _num(1 / r["rms"] if r["rms"] else None)),
     ("config factor", lambda r: _num(r["config_scaling_factor"])),

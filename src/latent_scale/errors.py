@@ -1,7 +1,8 @@
-"""Errors the user can fix, and the exit codes the CLI maps them to."""
+"""Errors the user can fix, the exit codes the CLI maps them to, and an exception as one line.
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
+Exit codes: 0 success, 1 internal error (a traceback: a bug), 2 bad input, 130 interrupted.
+"""
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -16,3 +17,11 @@ class Interrupted(Exception):
     """Ctrl-C or SIGTERM; the checkpoint (if asked for) has been saved. Exit code 130."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception as one line for a message or a skip list: the OS's own words when it has them, else
+    the message's first non-empty line, else the exception's type; at most `limit` characters."""
+    text = getattr(e, "strerror", None) or str(e)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:limit]

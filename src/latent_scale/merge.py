@@ -1,7 +1,8 @@
 """`latent-scale merge`: combine shard results exactly into one result.
 
-Every input is validated before its state is trusted (see validation), compared with the first by
-content (see identity), and the split they came from is checked for overlaps and gaps.
+Every input is read through the schema before its state is trusted (structure, seal, and numbers
+against the state), compared with the first by content (see identity), and the split they came from
+is checked for overlaps and gaps.
 """
 
 from __future__ import annotations
@@ -12,51 +13,50 @@ from typing import Any
 
 from .errors import InputError
 from .identity import result_difference
+from .options import parse_shard
 from .outputs import check_output, write_json
 from .reading import read_json
-from .report import Result, build_result
-from .stats import PosteriorStats
-from .validation import check_result, check_spread, parse_shard
+from .schema import Result, read_result
+from .schema.build import ResultDict, build_result, check_spread
+from .schema.sweep import entry_names, is_sweep
 
 
-def merge_results(results: list[dict[str, Any]], names: list[str] | None = None) -> Result:
-    """Combine shard results exactly; refuse unsound files, other models or recipes, overlapping
-    or mixed splits, naming the file and the field; warn when shards of the split are missing."""
+def merge_results(results: list[Any], names: list[str] | None = None) -> ResultDict:
+    """Combine shard results (JSON objects) exactly; refuse unsound files, other models or recipes,
+    overlapping or mixed splits, naming the file and the field; warn when shards of the split are missing."""
     if not results:
         raise InputError("merge needs at least one result file")
     names = names or [f"result {i + 1}" for i in range(len(results))]
-    for doc, name in zip(results, names, strict=True):
-        check_result(doc, name)
-    shards = _shards(results, names)
-    first = results[0]
-    stats = PosteriorStats.from_dict(first["state"])
-    for doc, name in zip(results[1:], names[1:], strict=True):
-        diff = result_difference(first, doc) or _state_difference(first["state"], doc["state"])
+    parsed = [read_result(doc, name) for doc, name in zip(results, names, strict=True)]
+    shards = _shards(parsed, names)
+    first = parsed[0]
+    stats = first.state.to_stats()
+    for r, name in zip(parsed[1:], names[1:], strict=True):
+        diff = result_difference(first.to_dict(), r.to_dict()) or _state_difference(first, r)
         if diff:
             raise InputError(f"cannot merge {name} with {names[0]}: {diff}")
-        stats.merge(PosteriorStats.from_dict(doc["state"]))
-    _warn_signatures(results, names)
-    skipped = [{"path": s["path"], "error": s["error"]} for r in results for s in r["skipped"]]
-    _check_total(stats.num_images, len(skipped), first["recipe"].get("dataset_size"))
-    posterior = first["recipe"]["posterior"]
+        stats.merge(r.state.to_stats())
+    _warn_signatures(parsed, names)
+    skipped = [{"path": s.path, "error": s.error} for r in parsed for s in r.skipped]
+    _check_total(stats.num_images, len(skipped), first.recipe.dataset_size)
+    posterior = first.recipe.posterior
     check_spread(stats, posterior, "the merged results")
-    return build_result(stats, first["model"], {k: v for k, v in first["recipe"].items() if k != "posterior"},
-                        skipped, posterior, _run(results, shards), first["latent_shape"])
+    recipe = {k: v for k, v in first.recipe.raw.items() if k != "posterior"}
+    return build_result(stats, first.model.raw, recipe, skipped, posterior, _run(parsed, shards), first.latent_shape)
 
 
-def _shards(results: list[dict[str, Any]], names: list[str]) -> list[str | None]:
+def _shards(results: list[Result], names: list[str]) -> list[str | None]:
     """Every input's shard(s): all 'i/n' of one n, each once, or a single unsharded result."""
-    owned = [(s, name) for r, name in zip(results, names, strict=True)
-             for s in r["run"].get("shards") or [r["run"].get("shard")]]
+    owned = [(s, name) for r, name in zip(results, names, strict=True) for s in r.run.shards or [r.run.shard]]
     shards = [s for s, _ in owned]
     if len(owned) > 1 and None in shards:
         raise InputError(f"{owned[shards.index(None)][1]} was not made with --shard i/n; "
-                         "merging it with others would count images twice")
+                         f"merging it with others would count {results[0].unit_name}s twice")
     dupes = sorted({s for s in shards if s is not None and shards.count(s) > 1})
     if dupes:
         raise InputError(f"shard {dupes[0]} appears more than once ({', '.join(n for s, n in owned if s == dupes[0])});"
                          " merge each shard once")
-    if len({parse_shard(s, "run.shard")[1] for s in shards if s}) > 1:
+    if len({parse_shard(s)[1] for s in shards if s}) > 1:
         raise InputError(f"cannot merge shards of different splits ({', '.join(sorted(set(shards)))}); "
                          "use the same n for every shard")
     return shards
@@ -64,7 +64,7 @@ def _shards(results: list[dict[str, Any]], names: list[str]) -> list[str | None]
 
 def missing_shards(shards: list[str | None]) -> list[str]:
     """The shards of the i/n split that none of the inputs holds."""
-    parsed = [parse_shard(s, "run.shard") for s in shards if s]
+    parsed = [parse_shard(s) for s in shards if s]
     if not parsed:
         return []
     n = parsed[0][1]
@@ -72,20 +72,19 @@ def missing_shards(shards: list[str | None]) -> list[str]:
     return [f"{i}/{n}" for i in range(n) if i not in have]
 
 
-def _state_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+def _state_difference(a: Result, b: Result) -> str | None:
     """What makes two sound states impossible to add (normally caught as a model difference first)."""
     for key in ("channels", "stochastic"):
-        if a[key] != b[key]:
-            return f"state.{key} differs ({a[key]!r} vs {b[key]!r})"
-    edges = [(s["mode"].get("histogram") or {}).get("edges") for s in (a, b)]
-    if None not in edges and edges[0] != edges[1]:
+        if getattr(a.state, key) != getattr(b.state, key):
+            return f"state.{key} differs ({getattr(a.state, key)!r} vs {getattr(b.state, key)!r})"
+    if a.state.mode.histogram.edges != b.state.mode.histogram.edges:
         return "state.mode.histogram.edges differ, so the histograms cannot be added"
     return None
 
 
-def _warn_signatures(results: list[dict[str, Any]], names: list[str]) -> None:
+def _warn_signatures(results: list[Result], names: list[str]) -> None:
     """The data's content signature is compared, not required: shards often run on copies of the data."""
-    sigs = [(r["recipe"].get("data_identity") or {}).get("signature") for r in results]
+    sigs = [(r.recipe.data_identity or {}).get("signature") for r in results]
     for sig, name in zip(sigs[1:], names[1:], strict=True):
         if None not in (sig, sigs[0]) and sig != sigs[0]:
             warnings.warn(f"the data's content signature in {name} differs from {names[0]}'s (files changed "
@@ -93,25 +92,25 @@ def _warn_signatures(results: list[dict[str, Any]], names: list[str]) -> None:
             return
 
 
-def _check_total(images: int, skipped: int, dataset_size: int | None) -> None:
-    if dataset_size is not None and images + skipped > dataset_size:
-        raise InputError(f"the merged results hold {images} units and {skipped} skipped ones, more than the "
+def _check_total(units: int, skipped: int, dataset_size: int | None) -> None:
+    if dataset_size is not None and units + skipped > dataset_size:
+        raise InputError(f"the merged results hold {units} units and {skipped} skipped ones, more than the "
                          f"{dataset_size} units of the data; a shard was counted twice or a file was edited")
 
 
-def _run(results: list[dict[str, Any]], shards: list[str | None]) -> dict[str, Any]:
+def _run(results: list[Result], shards: list[str | None]) -> dict[str, Any]:
     missing = missing_shards(shards)
     if missing:
         n = len(missing) + len(shards)
         warnings.warn(f"merging only {len(shards)} of the {n} shards of the split; missing {', '.join(missing)}, "
                       "so the result covers only part of the data", stacklevel=2)
     return {"merged_from": len(results), "shards": shards, "missing_shards": missing,
-            "seconds": sum(r["run"].get("seconds") or 0 for r in results),
-            "upcast_chunks": sum(r["run"].get("upcast_chunks", 0) for r in results),
-            "stopped_early": any(r["run"].get("stopped_early") for r in results), "stop_reason": None}
+            "seconds": sum(r.run.seconds or 0 for r in results),
+            "upcast_chunks": sum(r.run.upcast_chunks for r in results),
+            "stopped_early": any(r.run.stopped_early for r in results), "stop_reason": None}
 
 
-def merge_files(paths: list[str | Path], output: str | Path, force: bool = False) -> Result | list[Result]:
+def merge_files(paths: list[str | Path], output: str | Path, force: bool = False) -> ResultDict | list[ResultDict]:
     """What `latent-scale merge` does: read, check the output path, merge, write atomically.
 
     Files of a --size sweep (one result per size) merge size by size with files of the same sweep.
@@ -123,13 +122,14 @@ def merge_files(paths: list[str | Path], output: str | Path, force: bool = False
     return merged
 
 
-def _merge_docs(docs: list[Any], names: list[str]) -> Result | list[Result]:
-    sweeps = [isinstance(d, list) and bool(d) and all(isinstance(r, dict) for r in d) for d in docs]
+def _merge_docs(docs: list[Any], names: list[str]) -> ResultDict | list[ResultDict]:
+    sweeps = [is_sweep(d) for d in docs]
     if not any(sweeps):
         return merge_results(docs, names)
     if not all(sweeps) or len({len(d) for d in docs}) > 1:
         name = names[sweeps.index(True)]
         raise InputError(f"{name} holds a list (one result per --size of a sweep), which merges only with files "
                          "of the same sweep; pass those, or the single results")
-    return [merge_results(list(parts), [f"{n} (result {k + 1})" for n in names])
+    labels = [entry_names(d, n) for d, n in zip(docs, names, strict=True)]
+    return [merge_results(list(parts), [label[k] for label in labels])
             for k, parts in enumerate(zip(*docs, strict=True))]

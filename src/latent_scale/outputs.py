@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .reading import read_json, refuse_special, stat_or_none
+from .schema.keys import CHECKPOINT_KIND
 from .version import __version__
 
 if TYPE_CHECKING:
     from .options import Options
 
-CHECKPOINT_KIND = "latent-scale-checkpoint"
 PLOT_MARK = "latent-scale"  # signed into every picture the tool draws, so a re-plot may replace its own
 MAX_PLOT_BYTES = 64 << 20  # a larger file is no plot of ours; not read to find out
 

@@ -11,8 +11,8 @@ import torch
 
 from .errors import InputError
 from .outputs import plot_mark, write_atomic
-from .reading import read_json
-from .stats import LatentStats, PosteriorStats
+from .schema import Result
+from .schema.sweep import pick_size, read_result_file, read_results
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,59 +20,69 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install 'latent-scale[plot]'"
 
 
-def channel_densities(result: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def channel_densities(result: Result) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(edges, density, outside) of z·scale_factor: edges (K+1,) in scaled units, density (C, K)
     normalised to each channel's count (so it compares with the N(0, 1) pdf), outside (C,)
     the fraction of values beyond the outer edges."""
-    state = result.get("state")
-    if not state:
-        raise InputError("the result has no `state`; plot needs a result JSON written by latent-scale estimate")
-    latent: LatentStats = PosteriorStats.from_dict(state).realised(result["recipe"]["posterior"])
-    if latent.histogram is None:
-        raise InputError("the result has no histogram (written by an older latent-scale); run estimate again")
-    edges = latent.histogram.edges * result["scale_factor"]
-    counts = latent.histogram.counts.to(torch.float64)
+    histogram = result.state.to_stats().realised(result.recipe.posterior).histogram  # the latents seen
+    edges = histogram.edges * result.scale_factor
+    counts = histogram.counts.to(torch.float64)
     total = counts.sum(1, keepdim=True).clamp(min=1)
     density = counts[:, 1:-1] / total / (edges[1:] - edges[:-1])
     return edges, density, (counts[:, 0] + counts[:, -1]) / total[:, 0]
 
 
-def plot_result(result: dict[str, Any] | str | Path, output: str | Path) -> Path:
-    """Write result_figure to `output`."""
-    return _save(result_figure(_load(result)), output)
+def plot_result(result: dict[str, Any] | list[dict[str, Any]] | str | Path, output: str | Path,
+                size: int | None = None) -> Path:
+    """Write result_figure to `output`: of every size of a sweep, or of the one `size` picks."""
+    results = read_result_file(result) if isinstance(result, (str, Path)) else read_results(result, "the result")
+    if size is not None:
+        results = [pick_size(results, size, str(result) if isinstance(result, (str, Path)) else "the result",
+                             "plot")]
+    return _save(result_figure(results), output)
 
 
-def plot_compare(results: list[dict[str, Any]], names: list[str], output: str | Path) -> Path:
+def plot_compare(results: list[Result], names: list[str], output: str | Path) -> Path:
     """Write compare_figure to `output`."""
     return _save(compare_figure(results, names), output)
 
 
-def result_figure(r: dict[str, Any]) -> Figure:
-    """One panel per channel: the histogram of z·scale_factor and the N(0, 1) density.
+def result_figure(results: list[Result]) -> Figure:
+    """Per channel, the histogram of z·scale_factor and the N(0, 1) density; one row of panels per
+    size of a sweep, each size scaled by its own factor.
 
     Why per channel: a global factor can hide channels that are shifted or much wider than
     the others, which is exactly when per-channel latents_mean/std help.
     """
-    edges, density, outside = channel_densities(r)
-    f = r["scale_factor"]
-    means = [m * f for m in r["per_channel"]["mean"]]
-    stds = [s * f for s in r["per_channel"]["std"]]
-    reach = _reach([r])
-    fig, axes = _panels(density.shape[0], ylabels=("density",))
-    for c, ax in enumerate(axes[0]):
-        ax.stairs(density[c].numpy(), edges.numpy(), fill=True, alpha=0.6, label="latents")
-        _normal(ax, reach)
-        ax.set_title(f"ch {c}: mean {means[c]:+.2f}, std {stds[c]:.2f}", fontsize=9)
-        if outside[c] > 0:
-            ax.text(0.02, 0.95, f"{100 * float(outside[c]):.2g}% off-range", transform=ax.transAxes,
-                    fontsize=7, va="top")
+    reach = _reach(results)
+    first = results[0]
+    labels = tuple(f"size {r.recipe.size}: density" if len(results) > 1 else "density" for r in results)
+    fig, axes = _panels(first.state.channels, ylabels=labels)
+    for r, row in zip(results, axes, strict=True):
+        edges, density, outside = channel_densities(r)
+        f = r.scale_factor
+        for c, ax in enumerate(row):
+            ax.stairs(density[c].numpy(), edges.numpy(), fill=True, alpha=0.6, label="latents")
+            _normal(ax, reach)
+            ax.set_title(f"ch {c}: mean {r.per_channel.mean[c] * f:+.2f}, std {r.per_channel.std[c] * f:.2f}",
+                         fontsize=9)
+            if outside[c] > 0:
+                ax.text(0.02, 0.95, f"{100 * float(outside[c]):.2g}% off-range", transform=ax.transAxes,
+                        fontsize=7, va="top")
     axes[0][0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"{r['model'].get('source', '')}: z × {f:.5f} ({r['num_images']} images, "
-                 f"posterior {r['recipe']['posterior']})", fontsize=10)
+    factors = ", ".join(f"{r.scale_factor:.5f}" for r in results)
+    sizes = f" at sizes {', '.join(str(r.recipe.size) for r in results)}" if len(results) > 1 else ""
+    fig.suptitle(f"{_measured(first)}: z × {factors}{sizes} ({first.units} {first.unit_name}s, posterior "
+                 f"{first.recipe.posterior})", fontsize=10)
     return fig
 
 
-def compare_figure(results: list[dict[str, Any]], names: list[str]) -> Figure:
+def _measured(r: Result) -> str:
+    """What was measured, for a title: the model, or the stored latents when none was given."""
+    return r.model.source or f"latents in {r.recipe.data}"
+
+
+def compare_figure(results: list[Result], names: list[str]) -> Figure:
     """Each result's per-channel histogram of z × its own factor, overlaid: a linear panel for the
     body and a log-density panel below it for the tails, where VAEs differ most."""
     from .compare import check_overlay
@@ -80,11 +90,11 @@ def compare_figure(results: list[dict[str, Any]], names: list[str]) -> Figure:
     check_overlay(results, names)
     reach = _reach(results, tails=True)
     densities = [channel_densities(r) for r in results]
-    fig, (body, tails) = _panels(len(results[0]["per_channel"]["mean"]), ylabels=("density", "density (log)"))
+    fig, (body, tails) = _panels(results[0].state.channels, ylabels=("density", "density (log)"))
     for c, (top, low) in enumerate(zip(body, tails, strict=True)):
         for (edges, density, _), r, name in zip(densities, results, names, strict=True):
             for ax in (top, low):
-                ax.stairs(density[c].numpy(), edges.numpy(), lw=1.2, label=f"{name} (× {r['scale_factor']:.5g})")
+                ax.stairs(density[c].numpy(), edges.numpy(), lw=1.2, label=f"{name} (× {r.scale_factor:.5g})")
         for ax in (top, low):
             _normal(ax, reach)
         low.set_yscale("log")
@@ -98,19 +108,17 @@ def compare_figure(results: list[dict[str, Any]], names: list[str]) -> Figure:
     return fig
 
 
-def _load(result: dict[str, Any] | str | Path) -> dict[str, Any]:
-    return read_json(result) if isinstance(result, (str, Path)) else result
-
-
-def _reach(results: list[dict[str, Any]], tails: bool = False) -> float:
+def _reach(results: list[Result], tails: bool = False) -> float:
     """Half the x range: 4 std beyond the farthest channel mean, and with `tails` the farthest
     value seen (up to 10 units), all in scaled units."""
     reach = 4.0
     for r in results:
-        f, per = r["scale_factor"], r["per_channel"]
-        reach = max(reach, *(abs(m * f) + 4 * s * f for m, s in zip(per["mean"], per["std"], strict=True)))
-        if tails and "min" in per:
-            reach = max(reach, min(10.0, f * max(-min(per["min"]), max(per["max"]))))
+        f, per = r.scale_factor, r.per_channel
+        reach = max(reach, *(abs(m * f) + 4 * s * f for m, s in zip(per.mean, per.std, strict=True)
+                             if m is not None and s is not None))
+        seen = [x for x in per.min + per.max if x is not None]
+        if tails and seen:
+            reach = max(reach, min(10.0, f * max(abs(x) for x in seen)))
     return reach
 
 

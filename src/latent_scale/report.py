@@ -1,39 +1,19 @@
-"""The result: built from the merged statistics, and shown as a table."""
+"""The result shown as a table (built and read by schema); the histogram bins a run starts with."""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from typing import Any
 
 import torch
 
-from .conventions import CONVENTIONS, config_normalisation, normalisations
+from .conventions import CONVENTIONS, normalisations
 from .forecast import table_rows
 from .known import lookup
-from .stats import PosteriorStats, histogram_edges
-from .validation import state_checksum
-from .version import __version__
+from .stats import histogram_edges
 
-SCHEMA = 1
-REFERENCES = {"sd1": 0.18215, "sdxl": 0.13025}
 NORMAL_BEYOND = {1: 0.31731, 3: 0.0026998}  # P(|X| > k) for X ~ N(0, 1)
-
-
-class Result(dict):
-    """The result JSON as a dict that also allows attribute access (result.scale_factor)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def versions() -> dict[str, str]:
-    """From the installed metadata: a --latents run never needs to import diffusers (0.75 s)."""
-    from importlib.metadata import version
-
-    return {"latent_scale": __version__, "torch": torch.__version__, "diffusers": version("diffusers")}
 
 
 def histogram_edges_for(info: dict[str, Any]) -> torch.Tensor:
@@ -46,59 +26,6 @@ def histogram_edges_for(info: dict[str, Any]) -> torch.Tensor:
     elif (info.get("config_scaling_factor") or 0) > 0:
         unit = 1 / info["config_scaling_factor"]
     return histogram_edges(unit)
-
-
-def population(recipe: dict[str, Any], skipped: list[dict[str, str]]) -> int | None:
-    """How many usable images a full pass would see (None when the data set's size is unknown)."""
-    size = recipe.get("dataset_size")
-    return None if size is None else size - len(skipped)
-
-
-def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str, Any],
-                 skipped: list[dict[str, str]], posterior: str, run: dict[str, Any],
-                 latent_shape: list[int]) -> Result:
-    """The schema-1 result; `state` carries the accumulator so `merge` needs nothing else."""
-    dataset = population(recipe, skipped)
-    estimates = stats.estimates(dataset)
-    chosen = estimates[posterior]
-    main = estimates[stats.base_key(posterior)]  # its interval
-    seen = estimates[stats.realised_key(posterior)]  # its realised latents
-
-    def rescaled(ci: list[float]) -> list[float]:  # expected_sample: the mode's relative width
-        return [chosen["scale_factor"] * c / main["scale_factor"] for c in ci]
-
-    extra = {}
-    if "scale_factor_ci95_dataset" in main:
-        extra["scale_factor_ci95_dataset"] = rescaled(main["scale_factor_ci95_dataset"])
-    config = config_normalisation(model, stats.channels)
-    result = Result(
-        schema=SCHEMA,
-        scale_factor=chosen["scale_factor"],
-        scale_factor_ci95=rescaled(main["scale_factor_ci95"]),
-        **extra,
-        std=chosen["std"],
-        mean=chosen["mean"],
-        rms=chosen["rms"],
-        shift_factor=chosen["mean"],
-        num_images=main["num_images"],
-        num_elements=main["num_elements"],
-        latent_shape=latent_shape,
-        per_channel={**seen["per_channel"], **chosen["per_channel"]},
-        distribution={k: seen[k] for k in ("min", "max", "skew", "excess_kurtosis", "beyond_1", "beyond_3")},
-        config_normalised=None if config is None else {
-            "convention": config[0], **stats.normalised(posterior, config[1], config[2])},
-        estimates={k: {f: v[f] for f in ("scale_factor", "std", "mean")} for k, v in estimates.items()},
-        skipped=skipped,
-        model=model,
-        recipe={**recipe, "posterior": posterior},
-        references=dict(REFERENCES),
-        versions=versions(),
-        run=run,
-        state=stats.to_dict(),
-    )
-    result["normalisations"] = normalisations(result)
-    result["state_sha256"] = state_checksum(result["state"])
-    return result
 
 
 # Dense bfloat16/float16 tensor-core peaks (TFLOP/s) by device name, for the fraction of peak achieved.
@@ -120,15 +47,12 @@ def speed(posteriors: Any, units: int, seconds: float) -> dict[str, Any]:
             "fraction_of_peak": tflops / peak if tflops and peak else None}
 
 
-def frames_result(frames: dict[str, PosteriorStats], posterior: str) -> dict[str, Any]:
-    """The first latent frame and the later ones as separate estimates, plus their mergeable state."""
-    out: dict[str, Any] = {}
-    for name, stats in frames.items():
-        chosen = stats.estimates()[stats.key(posterior)]
-        out[name] = {k: chosen[k] for k in ("scale_factor", "std", "mean")}
-        out[name]["num_elements"] = stats.base(posterior).num_elements
-    out["state"] = {name: stats.to_dict() for name, stats in frames.items()}
-    return out
+WIDTH = 100  # every table fits this many columns; longer values wrap under their own column
+
+
+def _units(r: dict[str, Any]) -> str:
+    """The result's unit in words, plural: images, clips, audio clips, latents."""
+    return f"{r['recipe'].get('unit', 'image')}s"
 
 
 def _fmt(x: float | None, digits: int = 5) -> str:
@@ -156,7 +80,7 @@ def _rows_headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     subset = size is not None and r["num_images"] + len(r["skipped"]) < size
     images = f"{r['num_images']}" + (f" of {size}" if subset else "")
     rows = [
-        (f"{r['recipe'].get('unit', 'image')}s", images + (f" ({len(r['skipped'])} skipped)" if r["skipped"] else "")),
+        (_units(r), images + (f" ({len(r['skipped'])} skipped)" if r["skipped"] else "")),
         ("latent shape", " × ".join(str(d) for d in r["latent_shape"])
          + (" channels, size varies" if len(r["latent_shape"]) == 1 else "")),
         ("mean", _fmt(r["mean"])),
@@ -165,7 +89,7 @@ def _rows_headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if subset and "scale_factor_ci95_dataset" in r:
         dlo, dhi = r["scale_factor_ci95_dataset"]
-        rows.append(("  all images", f"± {(dhi - dlo) / 2:.5f} for the value on all {size} (95%)"))
+        rows.append((f"  all {_units(r)}", f"± {(dhi - dlo) / 2:.5f} for the value on all {size} (95%)"))
     return rows
 
 
@@ -208,29 +132,46 @@ def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("--rel-tol", run["rel_tol_unmet"]))
     if r.get("input_scale"):
         rows.append(("input scale", r["input_scale"]["note"]))
-    if run.get("precision_check"):
-        check = run["precision_check"]
-        rows.append(("precision", f"{check['dtype']}: std {check['std_rel_diff']:+.2g} relative to float32 "
-                                  f"({check['images']} units re-encoded; --dtype float32 to avoid)"))
+    rows.append(("precision", _precision(r)))
     if run.get("images_per_s"):
         tflops, peak = run.get("achieved_tflops"), run.get("fraction_of_peak")
-        rows.append(("speed", f"{run['images_per_s']:.3g} {r['recipe'].get('unit', 'image')}s/s"
+        rows.append(("speed", f"{run['images_per_s']:.3g} {_units(r)}/s"
                               + (f", encoder {tflops:.3g} TFLOP/s" if tflops else "")
                               + (f" ({_pct(peak)} of {run['device_peak_tflops']:g} peak)" if peak else "")))
-    return rows + (table_rows(run["forecast"]) if run.get("forecast") else [])
+    return rows + (table_rows(run["forecast"], _units(r)) if run.get("forecast") else [])
+
+
+def _precision(r: dict[str, Any]) -> str:
+    """The dtype that ran, always, with the float32 check of its first chunk when it was low precision."""
+    check, dtype = r["run"].get("precision_check"), r["recipe"].get("dtype")
+    if check:
+        return (f"{check['dtype']} encoder: std {check['std_rel_diff']:+.2g} relative to float32 "
+                f"({check['images']} {_units(r)} re-encoded; --dtype float32 to avoid)")
+    if r["recipe"].get("source") == "latents":
+        return "no encoder: stored latents, read in float64"
+    return f"{dtype} encoder" if dtype else "not recorded"
 
 
 def format_table(r: dict[str, Any]) -> str:
     """The short human summary printed on stdout."""
-    rows = _rows_headline(r) + _rows_config(r) + _rows_distribution(r) + _rows_run(r)
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return format_rows(_rows_headline(r) + _rows_config(r) + _rows_distribution(r) + _rows_run(r))
+
+
+def format_rows(rows: list[tuple[str, str]], width: int = WIDTH) -> str:
+    """Label and value per row; a value too long for `width` columns wraps onto lines under itself."""
+    label = max(len(k) for k, _ in rows)
+    lines = []
+    for key, value in rows:
+        parts = textwrap.wrap(value, width - label - 2, break_long_words=False, break_on_hyphens=False) or [""]
+        lines += [f"{key:<{label}}  {parts[0]}", *(" " * (label + 2) + part for part in parts[1:])]
+    return "\n".join(lines)
 
 
 def format_sweep(results: list[dict[str, Any]]) -> str:
     """One line per --size of a one-pass sweep, with the factor's ratio to the first size."""
     first = results[0]["scale_factor"]
-    lines = [f"{'size':>6}  {'units':>7}  {'scale factor':>22}  {'shift':>9}  ratio to {results[0]['recipe']['size']}"]
+    units = _units(results[0])
+    lines = [f"{'size':>6}  {units:>7}  {'scale factor':>22}  {'shift':>9}  ratio to {results[0]['recipe']['size']}"]
     for r in results:
         lo, hi = r["scale_factor_ci95"]
         factor = f"{r['scale_factor']:>11.5f} ± {(hi - lo) / 2:<8.5f}"

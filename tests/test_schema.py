@@ -1,9 +1,11 @@
-"""Every state read back (merge inputs, checkpoints) is validated: each damaged or edited field is
-refused with one sentence naming the file and the field; sound files pass untouched."""
+"""The schema: every result and checkpoint read back is checked all the way down (each damaged or
+edited field refused with one sentence naming the file and the field), its numbers against its
+state; sound files pass and read back exactly as written; the key constants name the real keys."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -12,14 +14,9 @@ from typing import Any
 
 import pytest
 
+from latent_scale import schema
 from latent_scale.errors import InputError
-from latent_scale.validation import (
-    check_checkpoint,
-    check_result,
-    check_state,
-    seal,
-    state_checksum,
-)
+from latent_scale.schema import check_checkpoint, parse_result, parse_state, read_result, seal, state_checksum
 
 Doc = dict[str, Any]
 
@@ -38,7 +35,11 @@ def checkpoint(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPath
     return json.loads(path.read_text())
 
 
-def refused(check: Callable[[], None]) -> str:
+def check_result(doc: Any, where: str) -> None:
+    read_result(doc, where)
+
+
+def refused(check: Callable[[], Any]) -> str:
     with pytest.raises(InputError) as e:
         check()
     return str(e.value)
@@ -115,15 +116,46 @@ def test_damaged_result_is_refused_naming_file_and_field(result: Doc, edit: Call
     assert "\n" not in message
 
 
-def test_sound_result_and_its_state_pass(result: Doc) -> None:
-    check_result(result, "r.json")
-    check_state(result["state"], "r.json")
+def test_sound_result_passes_and_reads_back_as_written(result: Doc) -> None:
+    typed = read_result(result, "r.json")
+    assert typed.to_dict() == result
+    assert parse_state(result["state"]).num_units == typed.units == result["num_units"] == result["num_images"]
+    assert (typed.scale_factor, typed.per_channel.std, typed.recipe.posterior) == (
+        result["scale_factor"], result["per_channel"]["std"], result["recipe"]["posterior"])
 
 
-def test_result_written_before_checksums_is_accepted(result: Doc) -> None:
-    """Schema-1 results from before state_sha256 existed still merge; the invariants guard them."""
-    result.pop("state_sha256", None)
-    check_result(result, "old.json")
+def test_key_constants_name_the_results_keys(result: Doc) -> None:
+    constants = {v for k, v in vars(schema).items() if k.startswith("KEY_")}
+    fields = {f.metadata.get("key", f.name) for f in dataclasses.fields(schema.Result)}
+    assert constants == fields
+    assert set(result) <= constants
+
+
+def test_result_without_checksum_is_refused(result: Doc) -> None:
+    result.pop("state_sha256")
+    assert refused(lambda: check_result(result, "r.json")).startswith("r.json: state_sha256 is missing")
+
+
+def test_unknown_top_level_key_is_refused(result: Doc) -> None:
+    result["scale_factr"] = 0.2
+    assert refused(lambda: check_result(result, "r.json")).startswith(
+        "r.json: scale_factr is not a field this version of latent-scale knows")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("scale_factor", 0.3), ("shift_factor", 1.5), ("rms", 2.0), ("num_images", 7), ("num_units", 7),
+    ("std", 1.0), ("scale_factor_ci95", [0.1, 0.2])])
+def test_headline_that_disagrees_with_its_sealed_state_is_refused(result: Doc, key: str, value: Any) -> None:
+    """The state's checksum still matches; only the numbers shown were edited."""
+    result[key] = value
+    message = refused(lambda: check_result(result, "r.json"))
+    assert message.startswith("r.json: ") and key in message and message.endswith("the file is damaged or was edited")
+
+
+def test_edited_per_channel_std_is_refused(result: Doc) -> None:
+    result["per_channel"]["std"][2] *= 1.01
+    assert refused(lambda: check_result(result, "r.json")).startswith(
+        "r.json: per_channel is not what its state gives")
 
 
 def test_checksum_is_sha256_of_canonical_json_whatever_the_spacing() -> None:
@@ -137,7 +169,7 @@ def test_checksum_is_sha256_of_canonical_json_whatever_the_spacing() -> None:
 
 def test_checksum_mismatch_is_refused_naming_state_sha256(result: Doc) -> None:
     sealed = seal(result)
-    check_result(sealed, "r.json")
+    parse_result(sealed, "r.json")
     sealed["state"]["mode"]["min"][0] -= 1.0  # a plausible edit that no invariant catches
     message = refused(lambda: check_result(sealed, "r.json"))
     assert message == "r.json: state_sha256 does not match its state; the file is damaged or was edited"
@@ -160,7 +192,7 @@ def test_newer_schema_says_which_version_reads_it(result: Doc) -> None:
 
 def test_checkpoint_passed_as_result_gets_its_own_sentence(checkpoint: Doc) -> None:
     assert refused(lambda: check_result(checkpoint, "state.json")) == (
-        "state.json is a checkpoint, not a result; finish the run with --resume, then merge its -o result")
+        "state.json is a checkpoint, not a result; finish the run with --resume, then use its -o result")
 
 
 def test_sound_checkpoint_passes(checkpoint: Doc) -> None:

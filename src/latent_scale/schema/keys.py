@@ -1,0 +1,35 @@
+"""The result's top-level keys, as constants (torch-fidelity's KEY_METRIC_* style): code and tests
+that read a result by key name it through these, so a typo is an import error, not a silent miss."""
+
+SCHEMA_VERSION = 1
+CHECKPOINT_KIND = "latent-scale-checkpoint"  # the `kind` of a checkpoint file; results have none
+
+KEY_SCHEMA = "schema"
+KEY_SCALE_FACTOR = "scale_factor"
+KEY_SCALE_FACTOR_CI95 = "scale_factor_ci95"
+KEY_SCALE_FACTOR_CI95_DATASET = "scale_factor_ci95_dataset"
+KEY_STD = "std"
+KEY_MEAN = "mean"
+KEY_RMS = "rms"
+KEY_SHIFT_FACTOR = "shift_factor"
+KEY_UNIT = "unit"
+KEY_NUM_UNITS = "num_units"
+KEY_NUM_IMAGES = "num_images"  # = num_units, kept so scripts written for images keep working
+KEY_NUM_ELEMENTS = "num_elements"
+KEY_LATENT_SHAPE = "latent_shape"
+KEY_LATENT_SHAPES = "latent_shapes"
+KEY_PER_CHANNEL = "per_channel"
+KEY_DISTRIBUTION = "distribution"
+KEY_CONFIG_NORMALISED = "config_normalised"
+KEY_NORMALISATIONS = "normalisations"
+KEY_ESTIMATES = "estimates"
+KEY_FRAMES = "frames"
+KEY_INPUT_SCALE = "input_scale"
+KEY_SKIPPED = "skipped"
+KEY_MODEL = "model"
+KEY_RECIPE = "recipe"
+KEY_REFERENCES = "references"
+KEY_VERSIONS = "versions"
+KEY_RUN = "run"
+KEY_STATE = "state"
+KEY_STATE_SHA256 = "state_sha256"
