@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from latent_scale.errors import InputError
 from latent_scale.identity import model_identity
 from latent_scale.merge import merge_files, merge_results, missing_shards
-from latent_scale.schema import headline, parse_state, population, read_result, seal
+from latent_scale.schema import headline, population, read_result, seal
 from latent_scale.stats import PosteriorStats
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def test_fuzz_merge_ends_in_one_sentence_or_a_sound_state(runs: dict[str, Any], 
             assert str(e) and "\n" not in str(e)
             return
     for result in merged if isinstance(merged, list) else [merged]:
-        parse_state(result["state"], "merged")
+        read_result(result, "merged")
 
 
 
@@ -251,5 +251,5 @@ def test_fuzz_resume_ends_in_one_sentence_or_a_sound_state(runs: dict[str, Any],
         except InputError as e:
             assert str(e) and "\n" not in str(e)
             return
-    parse_state(result["state"], "resumed")
+    read_result(result, "resumed")
     assert result["num_images"] == 12

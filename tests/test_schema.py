@@ -16,7 +16,7 @@ import pytest
 
 from latent_scale import schema
 from latent_scale.errors import InputError
-from latent_scale.schema import check_checkpoint, parse_result, parse_state, read_result, seal, state_checksum
+from latent_scale.schema import check_checkpoint, parse_result, read_result, seal, state_checksum
 
 Doc = dict[str, Any]
 
@@ -119,7 +119,7 @@ def test_damaged_result_is_refused_naming_file_and_field(result: Doc, edit: Call
 def test_sound_result_passes_and_reads_back_as_written(result: Doc) -> None:
     typed = read_result(result, "r.json")
     assert typed.to_dict() == result
-    assert parse_state(result["state"]).num_units == typed.units == result["num_units"] == result["num_images"]
+    assert typed.state.num_units == typed.units == result["num_units"] == result["num_images"]
     assert (typed.scale_factor, typed.per_channel.std, typed.recipe.posterior) == (
         result["scale_factor"], result["per_channel"]["std"], result["recipe"]["posterior"])
 

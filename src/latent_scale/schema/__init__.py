@@ -23,7 +23,7 @@ from .keys import CHECKPOINT_KIND, SCHEMA_VERSION
 from .parse import Invalid
 from .result import Model, PerChannel, Recipe, Result, Run, parse_result
 from .seal import canonical, check_sealed, seal, state_checksum
-from .state import State, parse_state
+from .state import State
 
 _BUILD = ("ResultDict", "build_result", "check_headline", "check_spread", "frames_result", "headline",
           "population", "versions")
@@ -46,4 +46,4 @@ def read_result(doc: Any, where: str) -> Result:
 
 __all__ = ["CHECKPOINT_KIND", "SCHEMA_VERSION", "Checkpoint", "CheckpointRun", "Invalid", "Model", "PerChannel",
            "Recipe", "Result", "Run", "State", "canonical", "check_checkpoint", "check_sealed", "parse_result",
-           "parse_state", "read_result", "seal", "state_checksum", *_BUILD]
+           "read_result", "seal", "state_checksum", *_BUILD]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .parse import Count, Invalid, Positive, join, optional, parse, to_json
+from .parse import Count, Invalid, Positive, join, optional, to_json
 
 MAX_CHANNELS = 1 << 16
 
@@ -176,7 +176,3 @@ def _same(value: Any, expected: Any, field: str, other: str) -> None:
     if value != expected:
         raise Invalid(field, f"is {value!r} but {other} is {expected!r}; both count the same latents")
 
-
-def parse_state(value: Any, field: str = "state") -> State:
-    """A state checked against every invariant (Invalid names the field)."""
-    return parse(State, value, field)
