@@ -162,7 +162,7 @@ def _source_and_posteriors(opts: Options, ctx: RunContext) -> tuple[Source, Post
         model = _model_field(encoder, opts) if encoder else dict(NO_MODEL)
         return source, Posteriors(source.posterior, model, torch.device("cpu"), "float64", source.moments)
     encoder = _load_encoder(opts, distributed.device_for(opts.device, ctx.rank, ctx.world), opts.dtype)
-    source = open_source(opts.data, functools.partial(context_for, opts), _takes(encoder))
+    source = open_source(opts.data, functools.partial(context_for, opts), encoder.family.takes)
     _refuse_foreign_options(opts, source)
     if not encoder.stochastic and opts.posterior not in (None, "mode"):  # said once, not by the float32 twin
         warnings.warn(f"{encoder.info.class_name} is deterministic: reporting the posterior mode", stacklevel=2)
@@ -170,11 +170,6 @@ def _source_and_posteriors(opts: Options, ctx: RunContext) -> tuple[Source, Post
     chunked = _chunked(encoder, opts)
     return source, Posteriors(chunked, _model_field(encoder, opts), encoder.device,
                               str(encoder.dtype).removeprefix("torch."), encoder.stochastic, chunked)
-
-
-def _takes(encoder: Encoder) -> set[str]:
-    """The input kinds the model's family encodes (images and clips, or waveforms)."""
-    return set(encoder.family.takes)
 
 
 def _refuse_foreign_options(opts: Options, source: Source) -> None:
