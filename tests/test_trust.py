@@ -26,7 +26,8 @@ from diffusers import AutoencoderKL
 
 import latent_scale
 from latent_scale.conventions import config_normalisation
-from latent_scale.report import build_result, histogram_edges_for
+from latent_scale.report import histogram_edges_for
+from latent_scale.schema import build_result
 from latent_scale.sources.base import order
 from latent_scale.stats import Histogram, LatentStats, Moments, PosteriorStats, histogram_edges
 

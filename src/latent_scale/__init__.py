@@ -11,7 +11,8 @@ from typing import Any
 from .version import __version__ as __version__
 
 _API = {
-    "Options": "options", "estimate": "estimation", "Result": "report", "format_snippets": "report",
+    "Options": "options", "estimate": "estimation", "Result": "schema", "ResultDict": "schema",
+    "read_result": "schema", "format_snippets": "report",
     "apply_result": "apply", "normalisations": "conventions", "merge_results": "merge",
     "Published": "known", "add_registry": "known", "known_factors": "known", "lookup": "known",
     "plot_result": "plot", "register_family": "models", "register_source": "sources",

@@ -221,12 +221,13 @@ def apply(
     subfolder: str | None = typer.Option(None, help="Subfolder of --to holding the VAE's config.json."),
     dry_run: bool = typer.Option(False, help="Print what would be set and removed; write nothing."),
     force: bool = typer.Option(False, help="Write into a config of another class than the one measured."),
+    size: int | None = typer.Option(None, help="The entry of a --size sweep result to apply."),
 ) -> None:
     """Write the measured factor into a local VAE's config.json (atomically; the original stays as .bak)."""
     from .apply import apply_result, describe_apply
 
     done = apply_result(result, to, shift=shift, per_channel=per_channel, rms=rms, subfolder=subfolder,
-                        dry_run=dry_run, force=force)
+                        dry_run=dry_run, force=force, size=size)
     typer.echo(describe_apply(done))
     if done["changed"] and not dry_run:
         _wrote(done["backup"], done["config"])
@@ -238,13 +239,14 @@ def plot(
     result: Path = typer.Argument(..., help="A result JSON of latent-scale estimate or merge."),
     output: Path = typer.Option(..., "--output", "-o", help="Image file to write (png, pdf, svg ...)."),
     force: bool = typer.Option(False, help="Let -o replace an existing file that is not a latent-scale plot."),
+    size: int | None = typer.Option(None, help="Plot only this size of a --size sweep (default: a row per size)."),
 ) -> None:
     """Per-channel histograms of the scaled latents against a unit normal (needs matplotlib)."""
     from .outputs import check_output
     from .plot import plot_result
 
     check_output(output, inputs=[result], what="-o", kind="plot", force=force)
-    _wrote(plot_result(result, output))
+    _wrote(plot_result(result, output, size=size))
 
 
 def _warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
