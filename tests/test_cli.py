@@ -57,8 +57,12 @@ def test_imagenette_offline_is_a_clear_error(small: tuple, monkeypatch: pytest.M
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    cli.fails("estimate", *small, "--data", "imagenette", "--cache-dir", tmp_path / "c",
-              says=["could not download Imagenette", "--data samples"])
+    err = cli.fails("estimate", *small, "--data", "imagenette", "--cache-dir", tmp_path / "c",
+                    says=["could not download Imagenette", "--data samples", "HF_HUB_OFFLINE covers the hub only"])
+    assert "--model" not in err  # the model loads first, so it runs offline: only the data needs replacing
+    cli.fails("estimate", "--data", "imagenette", "--cache-dir", tmp_path / "c", "--no-progress",
+              says=["cache has no copy of CompVis/stable-diffusion-v1-4", "`python scripts/make_demo_vae.py demo-vae`",
+                    "`latent-scale estimate --model demo-vae --data samples --size 128`"])
 
 
 def test_hub_id_offline_in_a_real_process(tmp_path: Path, cli: Cli) -> None:
@@ -66,4 +70,5 @@ def test_hub_id_offline_in_a_real_process(tmp_path: Path, cli: Cli) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path)}
     proc = subprocess.run(cli.argv("estimate", "--data", "samples", "--no-progress"),
                           capture_output=True, text=True, env=env, timeout=120)
-    cli.one_line_error(proc.returncode, proc.stderr, says=["CompVis/stable-diffusion-v1-4", "local"])
+    cli.one_line_error(proc.returncode, proc.stderr, says=["CompVis/stable-diffusion-v1-4", "local",
+                                                           "python scripts/make_demo_vae.py demo-vae"])

@@ -48,19 +48,31 @@ def test_forecast_times_at_the_measured_rate_and_names_the_full_data_set() -> No
     assert (precise["images"], precise["seconds"]) == (10_000, 400.0)
     assert (precise["images_dataset"], precise["seconds_dataset"]) == (3334, 3334 / 25)
     rows = dict(table_rows(fc))
-    assert rows["±0.1 % needs"] == "~10,000 images (~6.7 min at 25 img/s); for the value of all 5000: ~3,300 (~2.2 min)"
-    assert rows["±1 % needs"].startswith("~100 images (~4 s at 25 img/s)")
-    assert rows["all 5000 images"] == "~3.3 min at 25 img/s"
-    assert postfix(fc) == "±1 %: ~100 img (~4 s)"
+    assert rows["±0.1 % needs"] == (
+        "~10,000 images (~6.7 min at 25 images/s); for the value of all 5000: ~3,300 (~2.2 min)")
+    assert rows["±1 % needs"].startswith("~100 images (~4 s at 25 images/s)")
+    assert rows["all 5000 images"] == "~3.3 min at 25 images/s"
+    assert postfix(fc) == "±1 %: ~100 images (~4 s)"
 
 
 def test_forecast_without_a_subset_has_no_full_data_set_rows() -> None:
     fc = forecast(5000, 0.2, 0.0002, seconds=100.0, population=5000)
     assert "images_dataset" not in fc["targets"][0]
     assert [k for k, _ in table_rows(fc)] == ["±0.1 % needs"]
-    assert postfix(fc) == "±0.1 %: ~5,000 img (~100 s)"
+    assert postfix(fc) == "±0.1 %: ~5,000 images (~100 s)"
     undefined = forecast(1, 0.2, math.nan, seconds=1.0)
     assert postfix(undefined) == "" and table_rows(undefined) == [("±0.1 % needs", "known after 2 images")]
+
+
+def test_forecast_words_name_the_unit_measured() -> None:
+    """Clips or latents, never "images", when those were measured: 100 clips at ±1 % -> ±0.1 % needs 100x."""
+    fc = forecast(100, 0.2, 0.002, seconds=4.0, population=5000)
+    rows = dict(table_rows(fc, "clips"))
+    assert rows["±0.1 % needs"].startswith("~10,000 clips (~6.7 min at 25 clips/s)")
+    assert rows["all 5000 clips"] == "~3.3 min at 25 clips/s"
+    assert postfix(fc, "latents") == "±0.1 %: ~10,000 latents (~6.7 min)"
+    assert table_rows(forecast(1, 0.2, math.nan, 1.0), "audio clips") == [("±0.1 % needs", "known after 2 audio clips")]
+    assert not any("image" in k + v for k, v in table_rows(fc, "clips"))
 
 
 def _images(seed: int, count: int, scale_sd: float, mean_sd: float) -> np.ndarray:

@@ -52,7 +52,7 @@ def test_unreachable_hub_without_a_cached_copy_is_one_sentence_in_seconds(online
     assert time.monotonic() - start < 2
     assert str(e.value) == ("no network: the Hugging Face hub (https://huggingface.co) cannot be reached "
                             "(huggingface.co:443: Network is unreachable) and the cache has no copy of org/vae; "
-                            "pass a local folder or warm the cache")
+                            f"pass a local folder with --model ({hub.NO_VAE})")
     assert "config.json" not in str(e.value)
 
 
@@ -102,4 +102,33 @@ def test_probe_honours_hf_endpoint_and_proxies(online: list, monkeypatch: pytest
 def test_offline_message_never_advises_setting_what_is_already_set() -> None:
     message = hub.offline_message("org/vae")
     assert message == ("the Hugging Face cache has no copy of org/vae; HF_HUB_OFFLINE is set, so pass a local "
-                       "folder (or unset HF_HUB_OFFLINE to download it)")
+                       f"folder with --model, or unset HF_HUB_OFFLINE to download it ({hub.NO_VAE})")
+
+
+@pytest.mark.parametrize("model, hub_id", [
+    ("org/vae", True), ("vae", True), ("Org-1/my_vae.v2", True), ("stabilityai/sdxl-vae", True),
+    ("./vae", False), ("/abs/vae", False), ("~/vae", False), ("a/b/c", False), ("org/vae.safetensors", False),
+    ("vae.ckpt", False), ("org--x/vae", False), ("org/a..b", False), ("org/vae.git", False), ("my vae", False),
+    ("-vae", False), ("org/", False), ("x" * 97, False),
+])
+def test_hub_id_spelling_follows_the_hubs_rule(model: str, hub_id: bool) -> None:
+    """The hub's own rule (huggingface_hub's validate_repo_id), plus: a checkpoint file name is a path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    assert hub.is_hub_id(model) is hub_id
+    if hub_id:
+        validate_repo_id(model)
+    elif not model.endswith((".safetensors", ".ckpt")):
+        with pytest.raises(HFValidationError):
+            validate_repo_id(model)
+
+
+def test_data_hint_says_hf_hub_offline_does_not_cover_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Imagenette comes from outside the hub: with HF_HUB_OFFLINE set the hint says why it still failed."""
+    import huggingface_hub.constants as hf
+
+    local = "pass --data samples (photographs shipped with latent-scale) or a local image folder"
+    assert hub.data_hint() == f"HF_HUB_OFFLINE covers the hub only; {local}"  # the conftest sets it
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    assert hub.data_hint() == local

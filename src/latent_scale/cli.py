@@ -106,12 +106,14 @@ def _explicit(ctx: typer.Context) -> dict[str, Any]:
 @user_errors
 def estimate(ctx: typer.Context, **params: Any) -> None:
     """Estimate the scale factor of MODEL on DATA (images, videos, a dataset) or of cached --latents."""
+    from .early_checks import check_paths
     from .options import make_options
 
     options = _explicit(ctx)
     json_, snippets = options.pop("json_", False), options.pop("snippets", False)
     config = options.pop("config", None)
     opts = make_options(str(config) if config else None, **options)  # fails fast, before torch is imported
+    check_paths(opts)
     from . import distributed
     from .checkpoint import Checkpoint
     from .estimation import run

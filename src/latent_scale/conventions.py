@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 # How diffusers pipelines apply each convention (the snippet's comment, and apply's names).
 CONVENTIONS = {
     "scale": "SD 1.x/2.x, SDXL: latents = z * scaling_factor",
@@ -24,6 +22,8 @@ def config_normalisation(info: dict[str, Any], channels: int) -> tuple[str, Any,
     factor = info.get("config_scaling_factor")
     mean, std = info.get("config_latents_mean"), info.get("config_latents_std")
     if mean and std and len(mean) == len(std) == channels:
+        import torch  # here, so `apply` answers without importing torch
+
         scale = (factor or 1.0) / torch.tensor(std, dtype=torch.float64)
         return "per_channel", torch.tensor(mean, dtype=torch.float64), scale
     if factor:

@@ -1,8 +1,8 @@
-"""How many images, and how long, a target precision needs: read off the running interval.
+"""How many units, and how long, a target precision needs: read off the running interval.
 
-The delta-method half-width of the factor shrinks as 1/sqrt(n) (images are the independent
-unit), so the interval after n images already says what n a target needs; at the rate measured
-so far that is also a time. Imports nothing heavy: the progress bar calls it after every batch.
+The delta-method half-width of the factor shrinks as 1/sqrt(n) (units are independent: images,
+clips, audio clips, latents), so the interval after n units already says what n a target needs;
+at the rate measured so far that is also a time. Imports nothing heavy: the progress bar calls it after every batch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def images_needed(n: int, factor: float, half_width: float, rel_tol: float,
     `half_width` is the running interval's (images as draws from an unlimited distribution):
     n·half² is constant, so the count is n·(half / (rel_tol·factor))². With `population` the
     count for the full data set's own value instead: the finite-population correction
-    (P - m) / (P - 1) on the variance k/m (see stats.ImageMoments.factor_sd), solved for m,
+    (P - m) / (P - 1) on the variance k/m (see stats.UnitMoments.factor_sd), solved for m,
     gives m = k·P / (target²·(P - 1) + k), never more than P.
     """
     if n < 2 or not (factor > 0 and half_width >= 0 and rel_tol > 0):  # nan fails every comparison
@@ -60,32 +60,33 @@ def _seconds(images: int | None, rate: float | None) -> float | None:
     return None if images is None or not rate else images / rate
 
 
-def table_rows(fc: dict[str, Any]) -> list[tuple[str, str]]:
-    """Rows for report.format_table: one per target, and with a subset what all images take."""
+def table_rows(fc: dict[str, Any], units: str = "images") -> list[tuple[str, str]]:
+    """Rows for report.format_table: one per target, and with a subset what all units take; `units`
+    is the source's word for them (images, clips, audio clips, latents)."""
     rate = fc["images_per_s"]
-    at = f" at {rate:.3g} img/s" if rate else ""
+    at = f" at {rate:.3g} {units}/s" if rate else ""
     rows = []
     for t in fc["targets"]:
         label = f"±{_percent(t['rel_tol'])} needs"
         if t["images"] is None:
-            rows.append((label, "known after 2 images"))
+            rows.append((label, f"known after 2 {units}"))
             continue
-        value = f"{_count(t['images'])} images ({_duration(t['seconds'])}{at})"
+        value = f"{_count(t['images'])} {units} ({_duration(t['seconds'])}{at})"
         if "images_dataset" in t:
             value += (f"; for the value of all {fc['population']}: {_count(t['images_dataset'])} "
                       f"({_duration(t['seconds_dataset'])})")
         rows.append((label, value))
     if fc["population"] is not None and fc["population"] > fc["seen"] and rate:
-        rows.append((f"all {fc['population']} images", f"{_duration(fc['population'] / rate)}{at}"))
+        rows.append((f"all {fc['population']} {units}", f"{_duration(fc['population'] / rate)}{at}"))
     return rows
 
 
-def postfix(fc: dict[str, Any]) -> str:
+def postfix(fc: dict[str, Any], units: str = "images") -> str:
     """Short, for the progress bar: the last target (the user's --rel-tol when given, else ±0.1 %)."""
     t = fc["targets"][-1]
     if t["images"] is None:
         return ""
-    return f"±{_percent(t['rel_tol'])}: {_count(t['images'])} img ({_duration(t['seconds'])})"
+    return f"±{_percent(t['rel_tol'])}: {_count(t['images'])} {units} ({_duration(t['seconds'])})"
 
 
 def _percent(tol: float) -> str:

@@ -3,12 +3,15 @@
 Without a network huggingface_hub retries every file for about a minute and diffusers then blames
 a missing config.json. One short TCP probe before the first hub call answers instead: no hub and
 no cached copy is one clear error in seconds; no hub but a cached copy switches this process to
-offline mode, so the cache is used without a single retry.
+offline mode, so the cache is used without a single retry. Every offline message suggests what
+works without a network with what the user has: local data, and a local model (the demo VAE when
+they have none) only when theirs is neither a local path nor cached.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import urllib.request
 import warnings
@@ -19,7 +22,20 @@ from .errors import InputError
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PORTS = {"https": 443, "http": 80}
 TRUE = {"1", "ON", "YES", "TRUE"}
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+_NAME = r"\w(?:[\w.-]{0,94}\w)?"  # the hub's rule (huggingface_hub's validate_repo_id), without importing it
+HUB_ID = re.compile(rf"(?:{_NAME}/)?{_NAME}")
+DEMO_VAE = "python scripts/make_demo_vae.py demo-vae"
+NO_VAE = (f"no VAE at hand? `{DEMO_VAE}` in a clone of latent-scale builds a random-weight one to try the tool: "
+          "`latent-scale estimate --model demo-vae --data samples --size 128`")
 _probed: dict[str, str | None] = {}  # host:port -> why it cannot be reached (None: reachable), per process
+
+
+def is_hub_id(model: str) -> bool:
+    """Whether `model` is spelled as a hub repo id (NAME or ORG/NAME) rather than a file: a model that is
+    neither an existing path nor this is a mistyped path, refused before anything heavy is imported."""
+    return (HUB_ID.fullmatch(model) is not None and "--" not in model and ".." not in model
+            and not model.lower().endswith((".git", *SINGLE_FILE_SUFFIXES)))
 
 
 def endpoint() -> str:
@@ -83,7 +99,7 @@ def check_hub(model: str, subfolder: str | None = None, revision: str | None = N
         return
     if not is_cached(model, subfolder, revision):
         raise InputError(f"no network: the Hugging Face hub ({endpoint()}) cannot be reached ({reason}) and the "
-                         f"cache has no copy of {model}; pass a local folder or warm the cache")
+                         f"cache has no copy of {model}; pass a local folder with --model ({NO_VAE})")
     warnings.warn(f"the Hugging Face hub cannot be reached ({reason}): using the cached copy of {model}",
                   stacklevel=2)
     go_offline()
@@ -92,4 +108,11 @@ def check_hub(model: str, subfolder: str | None = None, revision: str | None = N
 def offline_message(model: str) -> str:
     """What to say when loading `model` failed with HF_HUB_OFFLINE set (so never advise setting it)."""
     return (f"the Hugging Face cache has no copy of {model}; HF_HUB_OFFLINE is set, so pass a local folder "
-            "(or unset HF_HUB_OFFLINE to download it)")
+            f"with --model, or unset HF_HUB_OFFLINE to download it ({NO_VAE})")
+
+
+def data_hint() -> str:
+    """What to pass when data could not be downloaded. The model loads first, so it already runs
+    offline: local data is all the suggestion needs."""
+    hint = "pass --data samples (photographs shipped with latent-scale) or a local image folder"
+    return f"HF_HUB_OFFLINE covers the hub only; {hint}" if offline_mode() else hint

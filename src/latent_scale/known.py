@@ -101,16 +101,35 @@ def lookup(model: str, registry: Iterable[str | Path] = ()) -> Published | None:
 
 
 def summary_table(entries: list[Published]) -> str:
-    """One line per entry: name, published values, an example id, the source."""
-    rows = [("model", "published", "e.g. id", "source")]
+    """Name, published values and an example id per entry, its source shortened on the line below:
+    the table fits 100 columns; `latent-scale known --model ID` shows the full link."""
+    rows = [("model", "published", "e.g. id")]
     for e in entries:
         values = "latents_mean/std" if e.scaling_factor is None else f"{e.scaling_factor:g}"
         values += f" shift {e.shift_factor:g}" if e.shift_factor is not None else ""
         values += " + latents_mean/std" if e.scaling_factor is not None and e.latents_mean else ""
-        rows.append((e.name, values, e.ids[0], e.source))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
-                     for row in rows)
+        rows.append((e.name, values, e.ids[0]))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:2], widths, strict=True)) + "  " + row[2]
+             for row in rows]
+    for k, e in enumerate(entries):
+        lines[k + 1] += "\n  source: " + short_link(e.source, 90)
+    return "\n".join([*lines, "(full source links: latent-scale known --model ID)"])
+
+
+def short_link(url: str, room: int) -> str:
+    """`url` without its scheme, in at most `room` characters: a GitHub file keeps owner/repo and the
+    file name (github.com/huggingface/diffusers/…/autoencoder_kl_mochi.py), anything else its ends."""
+    text = url.split("://", 1)[-1]
+    if len(text) <= room:
+        return text
+    parts = text.split("/")
+    if parts[0] == "github.com" and len(parts) > 4:
+        text = "/".join(parts[:3]) + "/…/" + parts[-1]
+    if len(text) > room:
+        half = (room - 1) // 2
+        text = text[:half] + "…" + text[len(text) - (room - 1 - half):]
+    return text
 
 
 def describe(entry: Published) -> str:

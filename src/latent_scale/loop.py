@@ -7,11 +7,12 @@ depend on batch, chunk, worker, shard or rank count, nor on where a run was resu
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from .checkpoint import Checkpoint, ForceQuit, StopSignals
 from .encode import Posterior
 from .errors import InputError, Interrupted
 from .forecast import forecast, postfix
-from .latent_cache import LatentCache
+from .saved_latents import LatentWriter
 from .sources.base import Source
 from .sources.batches import Batch
 from .state import FRAME_PARTS, Run
@@ -43,7 +44,7 @@ class Accumulate:
     and accumulated as μ and σ = exp(logvar / 2) in float64; with --save-latents also written out."""
 
     def __init__(self, run: Run, source: Source, posterior: Callable[[torch.Tensor], Posterior], *, seed: int,
-                 strict: bool, edges: torch.Tensor | None, stochastic: bool, cache: LatentCache | None = None) -> None:
+                 strict: bool, edges: torch.Tensor | None, stochastic: bool, cache: LatentWriter | None = None) -> None:
         self.run, self.source, self.posterior, self.cache = run, source, posterior, cache
         self.seed, self.strict, self.edges, self.stochastic = seed, strict, edges, stochastic
 
@@ -144,12 +145,13 @@ def drive(batches: Any, step: Accumulate, state: Run, opts: StopRule, ckpt: Chec
     """The loop with a progress bar, periodic checkpoints, Ctrl-C/SIGTERM and --rel-tol; returns why it
     stopped early (None when the data ran out)."""
     unit, units = step.source.unit, step.source.units
-    bar = tqdm(total=total, initial=state.done, unit=unit, file=sys.stderr, disable=not show, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=state.done, unit=unit, file=sys.stderr, disable=not show, dynamic_ncols=True,
+               postfix=running(state.num_units, *interval(state, opts.posterior), 0.0, opts, unit, units))
     signals = StopSignals()
     start, seen_before = time.monotonic(), state.num_units
 
-    def after_batch(units: int) -> str | None:
-        bar.update(units)
+    def after_batch(count: int) -> str | None:
+        bar.update(count)
         if signals.requested:
             raise KeyboardInterrupt
         if ckpt and ckpt.due():
@@ -158,14 +160,13 @@ def drive(batches: Any, step: Accumulate, state: Run, opts: StopRule, ckpt: Chec
             return None  # nobody reads the running interval: latent caches feel its cost
         f, half = interval(state, opts.posterior)
         seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
-        hint = postfix(forecast(state.num_units, f, half, seconds, (opts.rel_tol,), floor=opts.min_units))
-        bar.set_postfix_str(f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else ""), refresh=False)
+        bar.set_postfix_str(running(state.num_units, f, half, seconds, opts, unit, units), refresh=False)
         if opts.rel_tol is not None and state.num_units >= opts.min_units and half < opts.rel_tol * f:
             return f"95% interval within ±{opts.rel_tol:g} after {state.num_units} {units}"
         return None
 
     try:
-        with signals:
+        with signals, warnings_above(bar):
             return consume(batches, step, after_batch)
     except (KeyboardInterrupt, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not signals.requested:
@@ -173,6 +174,34 @@ def drive(batches: Any, step: Accumulate, state: Run, opts: StopRule, ckpt: Chec
         raise interrupted(state, ckpt, isinstance(e, ForceQuit), units) from None
     finally:
         bar.close()
+
+
+def running(n: int, f: float, half: float, seconds: float, opts: StopRule, unit: str, units: str) -> str:
+    """The bar's words after n units counted: the running factor f ± its 95 % half-width and the forecast;
+    until two units are counted (or while every unit so far was skipped) it says so, not "nan ± nan"."""
+    if n == 0:
+        return f"no {unit} counted yet"
+    if not (math.isfinite(f) and math.isfinite(half)):
+        return f"{n} {unit if n == 1 else units} counted, no interval yet"
+    hint = postfix(forecast(n, f, half, seconds, (opts.rel_tol,), floor=opts.min_units), units)
+    return f"factor {f:.5f} ± {half:.5f}" + (f", {hint}" if hint else "")
+
+
+@contextlib.contextmanager
+def warnings_above(bar: tqdm) -> Iterator[None]:
+    """Warnings said while the bar runs ("skipping X: ...") go through tqdm's own writer: the bar is
+    cleared, the warning gets its own line above it, and the bar is drawn again below."""
+    shown = warnings.showwarning
+
+    def show(*args: Any, **kwargs: Any) -> None:
+        with bar.external_write_mode(file=bar.fp):
+            shown(*args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def interrupted(state: Run, ckpt: Checkpoint | None, force: bool, units: str) -> Interrupted:
