@@ -200,14 +200,15 @@ def _is_ours(path: Path, st: os.stat_result, kind: str) -> bool:
 # --- where outputs may go ---------------------------------------------------------------------------------------
 
 def _same_file(path: Path, st: os.stat_result | None, other: Path | str) -> bool:
-    """The same file by inode (links, spellings) or, when neither exists yet, the same resolved path."""
-    if os.path.realpath(path) == os.path.realpath(other):
-        return True
+    """The same file by inode (links, spellings) or, when neither exists yet, the same resolved path.
+    One stat per input, so a list of a million images is compared in seconds."""
     try:
         o = os.stat(other)
     except OSError:
-        return False
-    return st is not None and (st.st_dev, st.st_ino) == (o.st_dev, o.st_ino)
+        o = None
+    if st is None or o is None:
+        return st is o and os.path.realpath(path) == os.path.realpath(other)
+    return (st.st_dev, st.st_ino) == (o.st_dev, o.st_ino)
 
 
 def _inside(path: Path, folder: Path | str) -> bool:
