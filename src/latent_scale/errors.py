@@ -19,9 +19,12 @@ class Interrupted(Exception):
     exit_code = EXIT_INTERRUPTED
 
 
-def one_line(e: BaseException, limit: int = 200) -> str:
+def one_line(e: BaseException, limit: int = 200, *, named: bool = False) -> str:
     """An exception as one line for a message or a skip list: the OS's own words when it has them, else
-    the message's first non-empty line, else the exception's type; at most `limit` characters."""
+    the message's first non-empty line, else the exception's type; at most `limit` characters. `named`
+    puts the type first ("MemoryError: ..."), where the type says what the words do not."""
     text = getattr(e, "strerror", None) or str(e)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(e).__name__)[:limit]
+    if not lines:
+        return type(e).__name__
+    return (f"{type(e).__name__}: {lines[0]}" if named else lines[0])[:limit]
