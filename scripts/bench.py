@@ -50,6 +50,9 @@ ARCHS = {  # diffusers class and config of each benchmark VAE (random weights)
     # Wan 2.1's layout (causal 3-D convolutions, temporal compression 4, spatial 8) at 1/6 of its width
     "wan": ("AutoencoderKLWan", dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
                                      temperal_downsample=[False, True, True])),
+    # Stable Audio Open's Oobleck (44.1 kHz stereo, 2048 samples per latent frame) at 1/8 of its width
+    "oobleck": ("AutoencoderOobleck", dict(encoder_hidden_size=16, decoder_channels=16, decoder_input_channels=64,
+                                           downsampling_ratios=[2, 4, 4, 8, 8], channel_multiples=[1, 2, 4, 8, 16])),
 }
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "brick", "grass", "gravel",
           "hubble_deep_field", "immunohistochemistry", "moon")
@@ -115,6 +118,21 @@ def write_videos(out: Path, count: int, frames: int, side: int, fps: int = 24) -
                 frame = img.crop((x, 0, x + w, h)).resize(size, Image.BILINEAR)
                 container.mux(stream.encode(av.VideoFrame.from_image(frame)))
             container.mux(stream.encode())
+    return folder
+
+
+def write_audio(out: Path, count: int, seconds: float, rate: int = 48000) -> Path:
+    """Stereo 16-bit WAVs of seeded tones and noise at 48 kHz, so the audio rows pay for resampling to 44.1 kHz."""
+    import wave
+
+    folder, rng = out / f"audio-{count}-{seconds:g}s", np.random.default_rng(0)
+    folder.mkdir(exist_ok=True)
+    t = np.arange(round(seconds * rate)) / rate
+    for k in range(count):
+        signal = 0.3 * np.sin(2 * np.pi * rng.uniform(50, 2000) * t)[:, None] + 0.05 * rng.standard_normal((len(t), 2))
+        with wave.open(str(folder / f"{k:04d}.wav"), "wb") as w:
+            w.setnchannels(2), w.setsampwidth(2), w.setframerate(rate)
+            w.writeframes(np.round(np.clip(signal, -1, 1) * 32767).astype("<i2").tobytes())
     return folder
 
 
@@ -437,6 +455,19 @@ def video_section(args: argparse.Namespace, tmp: Path) -> None:
             f"{r['peak_rss_mb']:.0f}", f"{r['factor']:.5f}"] for r in rows])
 
 
+def audio_section(args: argparse.Namespace, tmp: Path) -> None:
+    """Audio clips/s and peak RSS of an Oobleck (Stable Audio) VAE at N and 4N clips of 2 s, decoded and
+    resampled from 48 kHz WAVs (flat: one batch held)."""
+    model, n = build_vae("oobleck", tmp), args.clips
+    rows = [measure("ours", model=model, data=write_audio(tmp, 4 * n, 2.0), seconds=2.0, limit=count, batch_size=2,
+                    posterior="mode", dtype="float32", device=args.device) for count in (n, 4 * n)]
+    print(f"\nAudio: Oobleck VAE (1/8 width), 2 s stereo clips resampled 48 -> 44.1 kHz, batch 2, float32, "
+          f"{args.device}")
+    table("audio clips|seconds|audio clips/s|loop audio clips/s|peak RSS MB|factor",
+          [[r["units"], f"{r['seconds']:.1f}", f"{rate(r):.3f}", f"{r['loop_rate'] or 0:.3f}",
+            f"{r['peak_rss_mb']:.0f}", f"{r['factor']:.5f}"] for r in rows])
+
+
 def sweep_section(args: argparse.Namespace, tmp: Path) -> None:
     """`--size 128,256` in one pass vs one run per size: time, and factors that must agree to 1e-9."""
     n, sizes = args.sweep_images, (128, 256)
@@ -525,8 +556,8 @@ def cli_section(args: argparse.Namespace, tmp: Path) -> None:
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "cli": cli_section, "stats": stats_section, "speed": speed_section, "latents": latents_section,
-    "video": video_section, "sweep": sweep_section, "forecast": forecast_section, "workers": workers_section,
-    "memory": memory_section, "tol": tol_section}
+    "video": video_section, "audio": audio_section, "sweep": sweep_section, "forecast": forecast_section,
+    "workers": workers_section, "memory": memory_section, "tol": tol_section}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -543,7 +574,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tol-images", type=int, default=3000, help="images for the tol and forecast rows (64 px)")
     p.add_argument("--latent-files", type=int, default=2000, help="N for the latents rows (and N/4)")
     p.add_argument("--latent-shape", default="4x64x64", help="shape of each latent file")
-    p.add_argument("--clips", type=int, default=8, help="N for the video rows (and 4N)")
+    p.add_argument("--clips", type=int, default=8, help="N for the video and audio rows (and 4N)")
     p.add_argument("--frames", type=int, default=17, help="frames per clip for the video rows")
     p.add_argument("--video-size", type=int, default=128, help="frame size for the video rows")
     p.add_argument("--sweep-images", type=int, default=48, help="images for the sweep rows")

@@ -278,3 +278,29 @@ def _finishes(run: Callable[[], Any], timeout: float = 60) -> Any:
 def finishes() -> Callable[..., Any]:
     """`finishes(fn)`: fn()'s answer, computed in a thread; fails instead of hanging when fn blocks."""
     return _finishes
+
+
+def _write_wav(path: Path, rate: int, channels: int = 1, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A 16-bit WAV of a deterministic signal (three seeded tones plus seeded noise, about half of full
+    scale) written with Python's `wave`; returns the samples written, (samples, channels) int16."""
+    import wave
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    freqs, phases = rng.uniform(50, rate / 8, 3), rng.uniform(0, 6, 3)
+    tones = sum(np.sin(2 * np.pi * f * t + p) for f, p in zip(freqs, phases, strict=True))
+    signal = tones[:, None] / 6 + 0.1 * rng.standard_normal((len(t), channels))
+    samples = np.round(np.clip(signal, -1, 1) * 32767).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return samples
+
+
+@pytest.fixture(scope="session")
+def write_wav() -> Callable[..., np.ndarray]:
+    """`write_wav(path, rate, channels=1, seconds=1.0, seed=0)`: writes a WAV, returns its int16 samples."""
+    return _write_wav

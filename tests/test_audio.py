@@ -173,6 +173,19 @@ def _echo_mel(monkeypatch: pytest.MonkeyPatch, wave_: torch.Tensor, config: dict
     return seen[0], real
 
 
+def test_ltx2_mel_is_torchaudios_definition() -> None:
+    """The log-mel of each channel, (B, C, frames, bins), against a float64 reference of torchaudio's
+    MelSpectrogram: 1e-5 (the float32 filterbank's rounding at the triangles' edges is ~2e-6 relative)."""
+    from latent_scale.models.mel import ltx2_mel
+
+    wave_ = torch.randn(3, 2, 4000, generator=torch.Generator().manual_seed(1)) * 0.3
+    want = np.log(np.maximum(np.swapaxes(_float64_mel(wave_.numpy(), 8000, 1024, 80, 16), -1, -2), 1e-5))
+    got = ltx2_mel(wave_, {"sample_rate": 8000, "mel_hop_length": 80, "mel_bins": 16})
+    assert got.dtype == torch.float32 and got.shape == want.shape == (3, 2, 51, 16)
+    assert np.abs(got.double().numpy() - want).max() <= 1e-5
+
+
+@pytest.mark.slow  # importing diffusers' modular Echo pipeline takes ~10 s
 @pytest.mark.parametrize("channels", [1, 2])
 def test_ltx2_mel_is_the_echo_pipelines(monkeypatch: pytest.MonkeyPatch, channels: int) -> None:
     """The tool's LTX-2 mel equals the one diffusers' Echo pipeline computes: bit for bit with torchaudio
@@ -186,3 +199,153 @@ def test_ltx2_mel_is_the_echo_pipelines(monkeypatch: pytest.MonkeyPatch, channel
     got = ltx2_mel(audio.to_channels(wave_, 2)[None], config)
     assert got.shape == want.shape == (1, 2, 101, 64)
     assert (got.double() - want.double()).abs().max().item() <= (1e-6 if real else 1e-5)
+
+
+# --- end to end: every audio autoencoder class against its own encode() ----------------------------
+
+def _mode(vae: Any, x: torch.Tensor) -> torch.Tensor:
+    return vae.encode(x).latent_dist.mode()
+
+
+def _one_by_one(vae: Any, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([_mode(vae, unit) for unit in x.split(1)])
+
+
+def _ltx2(vae: Any, x: torch.Tensor) -> torch.Tensor:
+    from latent_scale.models.mel import ltx2_mel  # equal to the Echo pipeline's: test_ltx2_mel_is_the_echo_pipelines
+
+    return _mode(vae, ltx2_mel(x, dict(vae.config)))
+
+
+OOBLECK = dict(encoder_hidden_size=4, downsampling_ratios=[2, 4], decoder_channels=4, decoder_input_channels=3,
+               audio_channels=2, channel_multiples=[1, 2], sampling_rate=RATE)
+KVAE = dict(encoder_dim=4, encoder_rates=[2, 4], latent_dim=16, codebook_dim=4, decoder_dim=8, decoder_rates=[4, 2],
+            sample_rate=RATE, num_channels=1, attn_num_heads=2)
+# class -> (tiny config, the channels its input has, its own encode on the waveforms (B, C, samples))
+CLASSES: dict[str, tuple[dict[str, Any], int, Any]] = {
+    "AutoencoderOobleck": (OOBLECK, 2, _mode),
+    "AutoencoderSAME": (dict(audio_channels=2, patch_size=16, encoder_channels=8, encoder_c_mults=[2],
+                             encoder_strides=[2], encoder_transformer_depths=[1], latent_dim=8, dim_heads=8,
+                             sampling_rate=RATE), 2, lambda vae, x: vae.encode(x).latents),
+    "AutoencoderKLKVAEAudio": (KVAE, 1, _mode),
+    "AutoencoderKLMiniMaxH3Audio": (dict(encoder_dim=4, encoder_rates=(2, 4), latent_dim=16, latent_channels=4,
+                                         num_attention_heads=2, decoder_dim=8, decoder_rates=(4, 2),
+                                         decoder_kernel_sizes=(8, 4), resblock_kernel_sizes=(3,),
+                                         resblock_dilation_sizes=((1,),), sampling_rate=RATE), 1, _mode),
+    # its encode() scales a batch by the batch's loudest sample: its pipeline encodes one clip at a time
+    "Cosmos3AVAEAudioTokenizer": (dict(sampling_rate=RATE, vocoder_input_dim=4, dec_dim=4, dec_c_mults=(1, 2),
+                                       dec_strides=(2, 4), enc_dim=4, enc_intermediate_dim=8, enc_num_layers=1,
+                                       enc_num_blocks=1, enc_n_fft=16, enc_hop_length=4, enc_latent_dim=8,
+                                       enc_c_mults=(1, 2), enc_strides=(2, 2)), 2, _one_by_one),
+    "MMAudioVAE": (dict(mel_bins=16, latent_channels=4, hidden_channels=8, channel_multipliers=(1, 2),
+                        layers_per_block=1, sample_rate=RATE, n_fft=256, hop_length=64), 1,
+                   lambda vae, x: _mode(vae, x[:, 0])),  # (B, samples): the mel is computed inside encode()
+    "AutoencoderKLLTX2Audio": (dict(base_channels=8, ch_mult=(1, 2), num_res_blocks=1, latent_channels=4, mel_bins=16,
+                                    sample_rate=RATE, mel_hop_length=80), 2, _ltx2),
+    "LongCatAudioDiTVae": (dict(in_channels=1, channels=4, c_mults=[1, 2], strides=[2, 2], latent_dim=4,
+                                encoder_latent_dim=8, downsampling_ratio=4, sample_rate=RATE), 1,
+                           lambda vae, x: vae.encode(x, sample_posterior=False).latents),
+}
+
+
+@pytest.fixture(scope="session")
+def audio_vae(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`audio_vae(cls)`: the folder of a saved tiny model of that class (CLASSES), built once per session."""
+    import functools
+
+    import diffusers
+
+    @functools.cache
+    def get(cls: str) -> Path:
+        torch.manual_seed(0)
+        folder = tmp_path_factory.mktemp(cls)
+        getattr(diffusers, cls)(**CLASSES[cls][0]).save_pretrained(folder)
+        return folder
+
+    return get
+
+
+def naive_factor(folder: Path, clips: list[torch.Tensor], encode: Any) -> float:
+    """The throw-away script: the class's own encode() on the stacked clips, float64 std over every element."""
+    import json
+
+    import diffusers
+
+    vae = getattr(diffusers, json.loads((folder / "config.json").read_text())["_class_name"]).from_pretrained(folder)
+    vae.eval()
+    with torch.no_grad():
+        z = encode(vae, torch.stack(clips))
+    return 1 / z.double().std().item()
+
+
+def test_oobleck_on_wav_files_is_the_naive_factor(tmp_path: Path, write_wav: Any, audio_vae: Any,
+                                                  measure: Any) -> None:
+    """1 s mono WAVs at the model's rate: the factor of `wave` + duplicated mono + encode().mode(),
+    float64 std, to 1e-6; a file shorter than one clip is skipped and listed."""
+    for k in range(3):
+        write_wav(tmp_path / "clips" / f"c{k}.wav", RATE, seconds=1.0, seed=k)
+    write_wav(tmp_path / "clips" / "short.wav", RATE, seconds=0.5, seed=9)
+    res = measure(audio_vae("AutoencoderOobleck"), tmp_path / "clips", seconds=1.0, posterior="mode")
+    want = naive_factor(audio_vae("AutoencoderOobleck"),
+                        [torch.from_numpy(read_wav(tmp_path / "clips" / f"c{k}.wav")).repeat(2, 1) for k in range(3)],
+                        _mode)
+    assert res.scale_factor == pytest.approx(want, rel=1e-6)
+    assert res.num_images == 3
+    assert [s["path"] for s in res.skipped] == ["short.wav#clip0"]
+    assert "fewer than a clip of 8000 samples" in res.skipped[0]["error"]
+    assert res.recipe["resampled"] is False and res.recipe["sampling_rate"] == RATE
+
+
+def test_a_file_at_another_rate_is_resampled_and_the_result_says_so(tmp_path: Path, write_wav: Any, audio_vae: Any,
+                                                                    measure: Any) -> None:
+    write_wav(tmp_path / "clips" / "native.wav", RATE, seconds=1.0)
+    write_wav(tmp_path / "clips" / "cd.wav", 44100, seconds=1.0, seed=1)
+    res = measure(audio_vae("AutoencoderOobleck"), tmp_path / "clips", seconds=1.0, posterior="mode")
+    assert res.num_images == 2 and not res.skipped
+    assert res.recipe["resampled"] is True and res.recipe["resampled_from"] == [44100]
+    assert res["audio_files"]["sampling_rates"] == {str(RATE): 1, "44100": 1}
+
+
+def test_stereo_is_averaged_for_a_mono_model(tmp_path: Path, write_wav: Any, audio_vae: Any, measure: Any) -> None:
+    for k in range(2):
+        write_wav(tmp_path / "clips" / f"s{k}.wav", RATE, channels=2, seconds=1.0, seed=k)
+    res = measure(audio_vae("AutoencoderKLKVAEAudio"), tmp_path / "clips", seconds=1.0, posterior="mode")
+    clips = [torch.from_numpy(read_wav(tmp_path / "clips" / f"s{k}.wav")).mean(0, keepdim=True) for k in range(2)]
+    assert res.scale_factor == pytest.approx(naive_factor(audio_vae("AutoencoderKLKVAEAudio"), clips, _mode), rel=1e-6)
+    assert res["audio_files"]["channels"] == {"2": 2}
+
+
+def test_three_channels_are_refused_in_one_sentence(tmp_path: Path, write_wav: Any, audio_vae: Any, measure: Any,
+                                                     cli: Any) -> None:
+    write_wav(tmp_path / "clips" / "stereo.wav", RATE, channels=2, seconds=1.0)
+    write_wav(tmp_path / "clips" / "surround.wav", RATE, channels=3, seconds=1.0)
+    res = measure(audio_vae("AutoencoderOobleck"), tmp_path / "clips", seconds=1.0, posterior="mode")
+    assert res.num_images == 1 and [s["path"] for s in res.skipped] == ["surround.wav#clip0"]
+    assert "3 audio channels" in res.skipped[0]["error"]
+    cli.fails("estimate", "--model", audio_vae("AutoencoderOobleck"), "--data", tmp_path / "clips", "--seconds", 1,
+              "--strict", "--workers", 0, "--no-progress", says=["surround.wav", "3 audio channels"])
+
+
+def test_clips_per_file_are_evenly_spaced(tmp_path: Path, write_wav: Any, audio_vae: Any, measure: Any) -> None:
+    """Three 0.5 s clips of a 2 s file start at 0, 0.75 and 1.5 s (the last ends at the file's end)."""
+    write_wav(tmp_path / "long.wav", RATE, seconds=2.0)
+    res = measure(audio_vae("AutoencoderKLKVAEAudio"), tmp_path / "long.wav", seconds=0.5, clips_per_file=3,
+                  posterior="mode")
+    wave_ = torch.from_numpy(read_wav(tmp_path / "long.wav"))
+    clips = [wave_[:, s:s + RATE // 2] for s in (0, 6000, 12000)]
+    assert res.num_images == 3
+    assert res.scale_factor == pytest.approx(naive_factor(audio_vae("AutoencoderKLKVAEAudio"), clips, _mode), rel=1e-6)
+
+
+@pytest.mark.parametrize("cls", list(CLASSES))
+def test_every_audio_class_matches_its_own_encode(cls: str, tmp_path: Path, write_wav: Any, audio_vae: Any,
+                                                  measure: Any) -> None:
+    """Clips already at the model's rate and channels: the tool's factor is the one of the class's own
+    encode() (its posterior mode, its mel, one clip per call where its pipeline does that) to 1e-6."""
+    _, channels, encode = CLASSES[cls]
+    for k in range(3):
+        write_wav(tmp_path / "clips" / f"c{k}.wav", RATE, channels=channels, seconds=1.0, seed=k)
+    res = measure(audio_vae(cls), tmp_path / "clips", seconds=1.0, posterior="mode", batch_size=2)
+    clips = [torch.from_numpy(read_wav(tmp_path / "clips" / f"c{k}.wav")) for k in range(3)]
+    assert res.num_images == 3 and not res.skipped
+    assert res.scale_factor == pytest.approx(naive_factor(audio_vae(cls), clips, encode), rel=1e-6)

@@ -18,7 +18,7 @@ from .base import INPUTS, Source, SourceContext
 if TYPE_CHECKING:
     from ..options import Options
 
-BUILTIN_SOURCES = ("datasets", "video", "latents", "images")  # module names; one line per kind of data
+BUILTIN_SOURCES = ("datasets", "video", "audio", "latents", "images")  # module names; one line per kind of data
 
 _REGISTRY: dict[str, type[Source]] = {}
 _ORDER: list[str] = []

@@ -18,15 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..fields import option
 from ..options import check_at_least, check_positive
 from .base import Source, SourceContext, file_signature
-from .files import check_regular, expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
+from .files import check_regular, expand, glob_root, is_glob, matching, read_list, scan_folder
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+    from ..models import AudioModel
 
 AUDIO_ONLY = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"}
 EXTENSIONS = AUDIO_ONLY | {".mp4", ".webm", ".mov", ".mkv"}  # video files: their first audio track
@@ -159,17 +161,6 @@ def list_audio(spec: str) -> tuple[list[str], str]:
     return [], ""
 
 
-@dataclass(frozen=True)
-class ModelAudio:
-    """What the model settles about its clips: sampling rate, channels, default clip length, and the
-    mel recipe name for classes whose encoder takes a mel spectrogram (None: waveform)."""
-
-    rate: int
-    channels: int
-    seconds: float | None = None
-    mel: str | None = None
-
-
 class AudioSource(Source):
     """Clips of audio files at the model's rate and channels; rate, channels and the default clip
     length are set by adapt() once the model is known."""
@@ -186,7 +177,7 @@ class AudioSource(Source):
         super().__init__(ids, root)
         self.paths, self.infos = paths, infos
         self.seconds, self.clips_per_file = own.seconds, own.clips_per_file
-        self.model: ModelAudio | None = None
+        self.model: AudioModel | None = None
 
     @classmethod
     def accepts(cls, spec: str, ctx: SourceContext) -> bool:
