@@ -16,6 +16,7 @@ _API = {
     "apply_result": "apply", "normalisations": "conventions", "merge_results": "merge",
     "Published": "known", "add_registry": "known", "known_factors": "known", "lookup": "known",
     "plot_result": "plot", "register_family": "models", "register_source": "sources",
+    "Accumulator": "accumulator",
 }
 __all__ = sorted([*_API, "__version__"])
 
