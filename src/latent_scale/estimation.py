@@ -219,12 +219,13 @@ def _fingerprint(posteriors: Posteriors, recipe: dict[str, Any], opts: Options, 
 
 def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors: Posteriors,
                   recipe: dict[str, Any], ctx: RunContext) -> LatentWriter | None:
-    """--save-latents: one writer per process (shard and rank), resumed with the checkpoint."""
+    """--save-latents: one writer per process (shard and rank), resumed with the checkpoint. It keeps what
+    reproduces the run: mean ‖ logvar where the encoder has a posterior, each unit's noise key, the recipe."""
     if not opts.save_latents:
         return None
-    moments = opts.sources["latents"].moments
-    if moments and not posteriors.stochastic:
+    if opts.sources["latents"].moments and not posteriors.stochastic:
         raise InputError("--moments needs a stochastic encoder (mean and logvar); this one is deterministic")
+    moments = posteriors.stochastic  # mean ‖ logvar whenever there is a posterior: every estimate reproducible
     rank_of, ranks = ctx.writer, ctx.writers
     meta = {"model": posteriors.model, "recipe": recipe}
     cache = (LatentWriter.resume(opts.save_latents, state.cache, rank_of, ranks, moments, meta=meta)
