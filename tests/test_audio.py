@@ -349,3 +349,38 @@ def test_every_audio_class_matches_its_own_encode(cls: str, tmp_path: Path, writ
     clips = [torch.from_numpy(read_wav(tmp_path / "clips" / f"c{k}.wav")) for k in range(3)]
     assert res.num_images == 3 and not res.skipped
     assert res.scale_factor == pytest.approx(naive_factor(audio_vae(cls), clips, encode), rel=1e-6)
+
+
+def _video_with_sound(path: Path, seconds: float) -> None:
+    """An MP4 with a video track (black frames) and an AAC tone at RATE, written with PyAV."""
+    import av
+
+    t = np.arange(round(seconds * RATE)) / RATE
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=8)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        sound = container.add_stream("aac", rate=RATE, layout="mono")
+        for _ in range(round(seconds * 8)):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")))
+        for start in range(0, tone.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(tone[:, start:start + 1024].copy(), format="fltp", layout="mono")
+            frame.sample_rate = RATE
+            container.mux(sound.encode(frame))
+        container.mux(video.encode())
+        container.mux(sound.encode())
+
+
+def test_the_audio_track_of_a_video_file_is_measured(tmp_path: Path, audio_vae: Any, measure: Any) -> None:
+    """Given an audio autoencoder, a folder of videos goes to the audio source; the clip is the track's
+    first second as FFmpeg decodes it (read here with PyAV's own decode loop)."""
+    import av
+
+    (tmp_path / "clips").mkdir()
+    _video_with_sound(tmp_path / "clips" / "talk.mp4", 1.5)
+    res = measure(audio_vae("AutoencoderKLKVAEAudio"), tmp_path / "clips", seconds=1.0, posterior="mode")
+    with av.open(str(tmp_path / "clips" / "talk.mp4")) as container:
+        track = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    want = naive_factor(audio_vae("AutoencoderKLKVAEAudio"), [torch.from_numpy(track[:, :RATE])], _mode)
+    assert res.num_images == 1 and res.recipe["source"] == "audio"
+    assert res.scale_factor == pytest.approx(want, rel=1e-6)
