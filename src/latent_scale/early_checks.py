@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .hub import is_hub_id
+from .hub import is_hub_id, missing_model
 from .sources.files import is_glob
 
 DATA_KEYWORDS = ("imagenette", "samples")
@@ -25,7 +25,7 @@ def check_paths(opts: Any) -> None:
         _check_data("--data", opts.data)
     model = opts.model
     if model and not Path(model).expanduser().exists() and not is_hub_id(model):
-        raise InputError(f"model path {model!r} does not exist (and it is not a hub id such as ORG/NAME)")
+        raise missing_model(model)
 
 
 def _check_data(flag: str, spec: str) -> None:

@@ -38,6 +38,11 @@ def is_hub_id(model: str) -> bool:
             and not model.lower().endswith((".git", *SINGLE_FILE_SUFFIXES)))
 
 
+def missing_model(model: str) -> InputError:
+    """The refusal of a --model that is neither an existing path nor spelled as a hub id."""
+    return InputError(f"model path {model!r} does not exist (and it is not a hub id such as ORG/NAME)")
+
+
 def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
