@@ -1,5 +1,5 @@
 """docs/result.md against real results: every key that results of each kind (images, video clips,
-stored latents, a --size sweep, a merge) hold is documented there, and every documented key occurs
+audio clips, stored latents, a --size sweep, a merge) hold is documented there, and every documented key occurs
 in one of them, so the page cannot drift from what the tool writes."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 
 from cases import WAN
 from latent_scale.merge import merge_results
+from test_audio import OOBLECK, RATE
 from test_video import pan_zoom, write_video
 
 DOC = Path(__file__).parents[1] / "docs" / "result.md"
@@ -48,7 +49,7 @@ def keys_of(doc: dict[str, Any], prefix: str = "") -> set[str]:
 
 @pytest.fixture(scope="module")
 def results(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-            measure: Callable[..., Any], result_json: Path) -> dict[str, list[dict[str, Any]]]:
+            measure: Callable[..., Any], result_json: Path, write_wav: Any) -> dict[str, list[dict[str, Any]]]:
     """Written results of each kind, read back from their files (what a user's script sees)."""
     folder = tmp_path_factory.mktemp("kinds")
 
@@ -66,11 +67,14 @@ def results(vae_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFac
     diffusers.AutoencoderKLWan(**WAN).save_pretrained(folder / "wan")
     write_video(folder / "clips" / "pan.mp4", pan_zoom("astronaut", 12))
     out["video"] = written("video.json", model=folder / "wan", data=folder / "clips", frames=5, clips_per_video=2)
+    diffusers.AutoencoderOobleck(**OOBLECK).save_pretrained(folder / "oobleck")
+    write_wav(folder / "sounds" / "tone.wav", RATE, seconds=1.0)
+    out["audio"] = written("audio.json", model=folder / "oobleck", data=folder / "sounds", seconds=0.5)
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["image", "video", "latents", "sweep", "merge"])
+@pytest.mark.parametrize("kind", ["image", "video", "audio", "latents", "sweep", "merge"])
 def test_every_key_of_each_kind_of_result_is_documented(results: dict[str, list[dict[str, Any]]],
                                                         kind: str) -> None:
     missing = {key for doc in results[kind] for key in keys_of(doc)} - documented()
