@@ -55,7 +55,7 @@ def _session_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     with pytest.MonkeyPatch.context() as patch:
         _go_offline(patch, tmp_path_factory.mktemp("home"))
         patch.setenv("OMP_NUM_THREADS", "1")
-        patch.setattr("latent_scale.models.CPUINFO", "/nonexistent/cpuinfo")
+        patch.setattr("latent_scale.models.device.CPUINFO", "/nonexistent/cpuinfo")
         torch.set_num_threads(1)
         yield
     torch.set_num_threads(threads)

@@ -99,7 +99,7 @@ def test_cpu_bf16_detection_is_false_where_it_cannot_tell(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("native", [False, True])
 def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(models.device, "cpu_has_native_bf16", lambda: native)
     expected = torch.bfloat16 if native else torch.float32
     assert models.resolve_dtype("auto", torch.device("cpu")) == expected
     assert models.resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16

@@ -3,19 +3,24 @@ silent overwrites."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from latent_scale.models import FAMILIES, Family, register_family
+from latent_scale.models import FAMILIES, REFUSED, Family, register_family
 from latent_scale.sources import _ORDER, _REGISTRY, register_source, registered
 from latent_scale.sources.images import ImageSource
 
 
 @pytest.fixture
-def families(monkeypatch: pytest.MonkeyPatch) -> dict:
-    monkeypatch.setattr("latent_scale.models.FAMILIES", dict(FAMILIES))
-    from latent_scale import models
-
-    return models.FAMILIES
+def families() -> Iterator[dict]:
+    """The registry itself (every module holds the same dict), restored after the test."""
+    saved, refused = dict(FAMILIES), dict(REFUSED)
+    yield FAMILIES
+    FAMILIES.clear()
+    FAMILIES.update(saved)
+    REFUSED.clear()
+    REFUSED.update(refused)
 
 
 def test_register_family_refuses_silent_overwrite(families: dict) -> None:
@@ -26,7 +31,8 @@ def test_register_family_refuses_silent_overwrite(families: dict) -> None:
     assert not families["AutoencoderKL"].stochastic
 
 
-@pytest.mark.parametrize("name, family", [("not a name", Family("latents")), ("MyVAE", "latent_dist")])
+@pytest.mark.parametrize("name, family", [("not a name", Family("latents")), ("MyVAE", "latent_dist"),
+                                          ("MyVAE", Family("latents", input="voxels"))])
 def test_register_family_validates(families: dict, name: str, family: object) -> None:
     with pytest.raises(TypeError):
         register_family(name, family)
@@ -36,6 +42,14 @@ def test_register_family_validates(families: dict, name: str, family: object) ->
 def test_register_family_adds_a_class(families: dict) -> None:
     register_family("MyVAE", Family("latent_dist", video=True))
     assert families["MyVAE"].video and families["MyVAE"].stochastic
+    assert families["MyVAE"].takes == {"pixels", "frames"}
+
+
+def test_registering_a_refused_class_lifts_its_refusal(families: dict) -> None:
+    """A plugin that teaches the tool a refused class (here Allegro) is how support is added."""
+    assert "AutoencoderKLAllegro" in REFUSED and "AutoencoderKLAllegro" not in families
+    register_family("AutoencoderKLAllegro", Family("latent_dist", video=True, one_at_a_time=True))
+    assert "AutoencoderKLAllegro" not in REFUSED and families["AutoencoderKLAllegro"].one_at_a_time
 
 
 @pytest.fixture

@@ -1,244 +1,31 @@
-"""Load any diffusers autoencoder and expose one thing: encode(x) -> (μ, σ | None).
+"""Finding an autoencoder (hub repo, local folder, pipeline folder or single file) and loading it safely.
 
-Knows nothing of data. Only the encoder half goes to the device; the decoder
-stays on the CPU, untouched, because measuring a latent space never decodes.
+Pickled single files are opened with weights_only=True only; the class comes from the config and
+must be registered (models/families.py), so a config cannot make the tool build an arbitrary class.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError, one_line
+from ..hub import SINGLE_FILE_SUFFIXES, is_hub_id, missing_model
+from .device import resolve_device, resolve_dtype
+from .encoder import Encoder
+from .families import FAMILIES, REFUSED
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-# Children of the registered classes that encode() never calls (decoders, the VQ codebook, and
-# AutoencoderKLFlux2's latent BatchNorm, which only its pipelines use); they stay on the CPU.
-DECODER_PARTS = {"decoder", "post_quant_conv", "decoder_unet", "quantize", "bn"}
 OFFLINE_HINT = (
     "without network access, pass a local diffusers folder or .safetensors file with --model "
     "(or set HF_HUB_OFFLINE=1 to use a warm Hugging Face cache)"
 )
-
-
-@dataclass(frozen=True)
-class Family:
-    """How one diffusers class encodes: its output attribute, whether it takes clips (B, C, T, H, W),
-    and, for the classes whose pipelines encode clips, the temporal compression t read from a config
-    (the clips it encodes have 1 + k·t frames)."""
-
-    output: str  # "latent_dist" (KL, stochastic) or the attribute holding a deterministic latent
-    video: bool = False
-    temporal: Callable[[Mapping[str, Any]], int] | None = None
-
-    @property
-    def stochastic(self) -> bool:
-        return self.output == "latent_dist"
-
-
-def wan_temporal(cfg: Mapping[str, Any]) -> int:
-    """pipeline_wan: config.scale_factor_temporal (its encoder also reads frames in groups of 4);
-    configs older than that key: 2 ** sum(temperal_downsample), as the Wan VACE pipeline computes it."""
-    return int(cfg.get("scale_factor_temporal") or 2 ** sum(cfg["temperal_downsample"]))
-
-
-def ratio_temporal(cfg: Mapping[str, Any]) -> int:
-    """CogVideoX and HunyuanVideo: config.temporal_compression_ratio."""
-    return int(cfg["temporal_compression_ratio"])
-
-
-def ltx_temporal(cfg: Mapping[str, Any]) -> int:
-    """LTX-Video: config.temporal_compression_ratio, else patch_size_t · 2 ** (temporal scaling blocks),
-    as AutoencoderKLLTXVideo computes it."""
-    return int(cfg.get("temporal_compression_ratio") or cfg["patch_size_t"] * 2 ** sum(cfg["spatio_temporal_scaling"]))
-
-
-def mochi_temporal(cfg: Mapping[str, Any]) -> int:
-    """Mochi: the product of config.temporal_expansions (6 for (1, 2, 3); its pipeline hard-codes 6)."""
-    return math.prod(cfg["temporal_expansions"])
-
-
-KL = Family("latent_dist")
-
-
-def kl_video(temporal: Callable[[Mapping[str, Any]], int] | None) -> Family:
-    """A stochastic video VAE; `temporal` None where its pipelines only encode single frames."""
-    return Family("latent_dist", video=True, temporal=temporal)
-
-
-# The registry of supported classes (each one tested with a tiny model); extend it with
-# register_family(). All take images in [-1, 1], as diffusers' pipelines feed them
-# (AutoencoderTiny rescales to [0, 1] inside its encoder). Video VAEs get an image as a one-frame
-# clip; Qwen-Image's VAE (Wan's architecture) has no `temporal`: its pipelines encode single frames.
-# Not here: AutoencoderKLAllegro, which only encodes clips of at least `sample_frames` frames.
-FAMILIES: dict[str, Family] = {
-    "AutoencoderKL": KL,
-    "AsymmetricAutoencoderKL": KL,
-    "AutoencoderKLTemporalDecoder": KL,
-    "ConsistencyDecoderVAE": KL,
-    "AutoencoderKLFlux2": KL,
-    "AutoencoderKLHunyuanImage": KL,
-    "AutoencoderKLWan": kl_video(wan_temporal),
-    "AutoencoderKLQwenImage": kl_video(None),
-    "AutoencoderKLCogVideoX": kl_video(ratio_temporal),
-    "AutoencoderKLHunyuanVideo": kl_video(ratio_temporal),
-    "AutoencoderKLLTXVideo": kl_video(ltx_temporal),
-    "AutoencoderKLMochi": kl_video(mochi_temporal),
-    "AutoencoderDC": Family("latent"),
-    "AutoencoderTiny": Family("latents"),
-    "VQModel": Family("latents"),  # before quantisation
-}
-
-
-def register_family(class_name: str, family: Family, *, replace: bool = False) -> None:
-    """Teach the tool a new autoencoder class (a diffusers class name); a class already known is
-    refused unless `replace`, so a plugin cannot silently change how a built-in class is measured."""
-    if not (isinstance(class_name, str) and class_name.isidentifier()):
-        raise TypeError(f"class_name must be a Python class name, got {class_name!r}")
-    if not isinstance(family, Family):
-        raise TypeError(f"family must be a latent_scale.models.Family, got {type(family).__name__}")
-    if class_name in FAMILIES and not replace:
-        raise ValueError(f"{class_name} is already registered; pass replace=True to replace it")
-    FAMILIES[class_name] = family
-
-
-@dataclass
-class Encoder:
-    """A loaded autoencoder, its device half, and what its config says about scaling."""
-
-    vae: torch.nn.Module
-    family: Family
-    device: torch.device
-    dtype: torch.dtype
-    info: ModelInfo | None = None
-
-    @property
-    def stochastic(self) -> bool:
-        return self.family.stochastic
-
-    @torch.inference_mode()
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images (B, 3, H, W) or clips (B, 3, T, H, W) in [-1, 1] -> the posterior mean and logvar
-        exactly as diffusers holds them (its std is exp(0.5 · logvar), bit for bit); a deterministic
-        encoder gives (latent, None)."""
-        out = getattr(self.vae.encode(self._layout(x)), self.family.output)
-        if self.family.stochastic:
-            return out.mean, out.logvar
-        return out, None
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        """Video VAEs take an image as a one-frame clip; image VAEs take a one-frame clip as an image."""
-        if x.dim() == 4 and self.family.video:
-            x = x.unsqueeze(2)
-        elif x.dim() == 5 and not self.family.video:
-            if x.shape[2] != 1:
-                raise InputError(f"{type(self.vae).__name__} is an image autoencoder and cannot encode clips of "
-                                 f"{x.shape[2]} frames; use --frames 1 or a video autoencoder")
-            x = x.squeeze(2)
-        return x.to(self.device, self.dtype, non_blocking=True)
-
-    def enable_tiling(self) -> None:
-        """--tiling: the VAE's own tiled encode, so large frames fit in memory (tile seams change
-        the latents slightly, so the recipe records it)."""
-        if not callable(getattr(self.vae, "enable_tiling", None)):
-            raise InputError(f"{type(self.vae).__name__} has no tiled encode in diffusers; drop --tiling")
-        self.vae.enable_tiling()
-
-    def counted(self, x: torch.Tensor) -> tuple[float, tuple[torch.Tensor, torch.Tensor | None]]:
-        """Encode x under torch's FlopCounterMode: (FLOPs per image, the encoding), for TFLOP/s."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as counter:
-            out = self.posterior(x)
-        return counter.get_total_flops() / len(x), out
-
-    def compile(self) -> None:
-        """torch.compile the encoder half in place (the decoder is never run, so never compiled)."""
-        for name, child in self.vae.named_children():
-            if name not in DECODER_PARTS:
-                setattr(self.vae, name, torch.compile(child))
-
-    def encode_parts(self) -> list[torch.nn.Module]:
-        """The children encode() uses: all but DECODER_PARTS, so the decoder never costs device memory."""
-        return [child for name, child in self.vae.named_children() if name not in DECODER_PARTS]
-
-    def to_dtype(self, dtype: torch.dtype) -> None:
-        """Cast the encoder half only; the decoder stays float32 on the CPU, never used."""
-        for child in self.encode_parts():
-            child.to(dtype)
-        self.dtype = dtype
-
-    def to_device(self, device: torch.device, channels_last: bool = False) -> None:
-        """Move the encoder half; channels_last is chosen per weight rank because video VAEs mix
-        2-D and 3-D convolutions, which Module.to(memory_format=...) cannot convert in one go."""
-        for child in self.encode_parts():
-            child.to(device)
-            if channels_last:
-                for p in child.parameters():
-                    if p.dim() in (4, 5):
-                        fmt = torch.channels_last if p.dim() == 4 else torch.channels_last_3d
-                        p.data = p.data.contiguous(memory_format=fmt)
-        self.device = device
-
-
-def temporal_compression(encoder: Encoder) -> int:
-    """t, the frames per latent frame after the causal first one: clips must have 1 + k·t frames."""
-    rule = encoder.family.temporal
-    if rule is None:
-        raise InputError(f"{type(encoder.vae).__name__} encodes single frames (its pipelines never encode clips); "
-                         "pass --frames 1 to measure video frames as images")
-    return rule(dict(encoder.vae.config))
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise InputError(f"unknown --device {device!r}; use auto, cpu, cuda or cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return dev
-
-
-CPUINFO = "/proc/cpuinfo"
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU multiplies bfloat16 in hardware (AMX-BF16 or AVX512-BF16 in the Linux
-    flags), where a bf16 encode runs ~3x faster than float32; False where it cannot tell."""
-    try:
-        text = Path(cpuinfo or CPUINFO).read_text(errors="replace")
-    except OSError:
-        return False
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return not {"amx_bf16", "avx512_bf16"}.isdisjoint(value.split())
-    return False
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """auto: bfloat16 on CUDA and on CPUs with native bf16 units (bf16 has fp32's range, so
-    force_upcast does not apply; a float32 precision check measures its effect), else float32."""
-    if dtype == "auto":
-        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-        return torch.bfloat16 if native else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise InputError(f"unknown --dtype {dtype!r}; use auto, float32, bfloat16 or float16")
-    return table[dtype]
 
 
 def _load_json(source: str, name: str, subfolder: str | None, revision: str | None,
@@ -291,12 +78,11 @@ def local_subfolder(root: Path, subfolder: str | None) -> str | None:
 
 
 def _hub_error(model: str, err: Exception) -> InputError:
-    from .hub import offline_message, offline_mode
+    from ..hub import offline_message, offline_mode
 
     if offline_mode():  # never advise setting HF_HUB_OFFLINE when it is set
         return InputError(f"could not load model {model!r}: {offline_message(model)}")
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return InputError(f"could not load model {model!r} from the Hugging Face hub ({first}); {OFFLINE_HINT}")
+    return InputError(f"could not load model {model!r} from the Hugging Face hub ({one_line(err)}); {OFFLINE_HINT}")
 
 
 def _find_hub_config(model: str, subfolder: str | None, revision: str | None,
@@ -357,7 +143,7 @@ class ModelInfo:
         cfg, family = dict(vae.config), FAMILIES[class_name]
         return cls(where, class_name, cfg.get("scaling_factor"), cfg.get("shift_factor"),
                    _latent_norm(vae, cfg, "latents_mean"), _latent_norm(vae, cfg, "latents_std"),
-                   cfg.get("force_upcast"), latent_channels(cfg), family.stochastic, family.video)
+                   cfg.get("force_upcast"), latent_channels(cfg, class_name), family.stochastic, family.video)
 
     def to_dict(self) -> dict[str, Any]:
         """The result's `model` field (names kept from schema 1)."""
@@ -382,11 +168,14 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     vae, class_name, where = _load_vae(model, subfolder, revision, variant, cache_dir)
     vae.eval().requires_grad_(False)
+    family = FAMILIES[class_name]
+    refusal = family.refuse(dict(vae.config)) if family.refuse else None
+    if refusal:
+        raise InputError(refusal)
     if dt == torch.float16 and vae.config.get("force_upcast"):  # as diffusers' pipelines do
         warnings.warn(f"{model} sets force_upcast (it overflows in float16): encoding in float32", stacklevel=2)
         dt = torch.float32
-    encoder = Encoder(vae, FAMILIES[class_name], torch.device("cpu"), torch.float32,
-                      ModelInfo.of(vae, class_name, where))
+    encoder = Encoder(vae, family, torch.device("cpu"), torch.float32, ModelInfo.of(vae, class_name, where))
     encoder.to_dtype(dt)
     encoder.to_device(dev, channels_last=True)  # measured 1.2x faster on CPU too (scripts/bench.py)
     return encoder
@@ -408,12 +197,12 @@ def _load_vae(model: str, subfolder: str | None, revision: str | None, variant: 
         try:
             config = _load_json(str(path), "config.json", sub, None, None)
         except (OSError, ValueError) as e:
-            raise InputError(f"could not read {where} ({str(e).splitlines()[0]})") from e
+            raise InputError(f"could not read {where} ({one_line(e)})") from e
         found = Where(model, "folder", sub, revision, variant)
-    elif model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith(SINGLE_FILE_SUFFIXES):
-        raise InputError(f"model path {model!r} does not exist")
+    elif not is_hub_id(model):
+        raise missing_model(model)
     else:
-        from .hub import check_hub
+        from ..hub import check_hub
 
         check_hub(model, subfolder, revision)  # seconds, not a minute of retries, when offline
         config, sub = _find_hub_config(model, subfolder, revision, cache_dir)
@@ -432,7 +221,7 @@ def _from_pretrained(source: str, class_name: str, where: Where, cache_dir: str 
     except (OSError, ValueError) as e:
         if where.kind == "hub":
             raise _hub_error(source, e) from e
-        raise InputError(f"could not load the autoencoder in {source}: {str(e).splitlines()[0]}") from e
+        raise InputError(f"could not load the autoencoder in {source}: {one_line(e)}") from e
     except (MemoryError, RuntimeError) as e:  # a config asking for more parameters than memory holds
         if not isinstance(e, MemoryError) and "allocate" not in str(e):
             raise
@@ -440,8 +229,12 @@ def _from_pretrained(source: str, class_name: str, where: Where, cache_dir: str 
                          "this machine has; check the config's channel counts") from e
 
 
-def latent_channels(config: dict[str, Any]) -> int | None:
-    """The channel count a config declares (Wan and Qwen-Image call it z_dim)."""
+def latent_channels(config: dict[str, Any], class_name: str | None = None) -> int | None:
+    """The channel count a config declares: its family's rule, else latent_channels or z_dim (Wan and
+    Qwen-Image); None where the config does not say."""
+    family = FAMILIES.get(str(class_name or config.get("_class_name")))
+    if family is not None and family.channels is not None:
+        return int(family.channels(config))
     return config.get("latent_channels") or config.get("z_dim")
 
 
@@ -450,13 +243,19 @@ def _latent_norm(vae: torch.nn.Module, cfg: dict[str, Any], key: str) -> list[fl
     value = cfg.get(key)
     buffers = dict(vae.named_buffers(recurse=False))
     if value is None and key in buffers:
-        value = buffers[key].tolist()
-    return None if value is None else [float(x) for x in value]
+        value = buffers[key]
+    try:  # per channel, however the config nests it (AutoencoderRAE keeps (C, 1, 1))
+        return None if value is None else torch.as_tensor(value, dtype=torch.float64).flatten().tolist()
+    except (TypeError, ValueError, RuntimeError):
+        return None
 
 
 def _class_for(class_name: str) -> type:
+    """The diffusers class of a registered family; a refused class says why and what to do instead."""
     import diffusers
 
+    if class_name in REFUSED:
+        raise InputError(REFUSED[class_name])
     if class_name not in FAMILIES or not hasattr(diffusers, class_name):
         supported = ", ".join(sorted(n for n in FAMILIES if hasattr(diffusers, n)))
         raise InputError(f"autoencoder class {class_name!r} is not supported; supported classes: {supported}")
@@ -502,6 +301,6 @@ def _load_single_file(path: Path) -> tuple[torch.nn.Module, str]:
         vae = cls.from_single_file(str(path), config=config_dir, torch_dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise InputError(
-            f"could not load {path} as an {class_name} single file ({str(e).splitlines()[0][:200]}); {hint}"
+            f"could not load {path} as an {class_name} single file ({one_line(e)}); {hint}"
         ) from e
     return vae, class_name
