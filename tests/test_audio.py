@@ -294,6 +294,7 @@ def test_oobleck_on_wav_files_is_the_naive_factor(tmp_path: Path, write_wav: Any
     assert [s["path"] for s in res.skipped] == ["short.wav#clip0"]
     assert "fewer than a clip of 8000 samples" in res.skipped[0]["error"]
     assert res.recipe["resampled"] is False and res.recipe["sampling_rate"] == RATE
+    assert res.recipe["channels_from"] == [1] and res.recipe["channels"] == 2  # mono duplicated
 
 
 def test_a_file_at_another_rate_is_resampled_and_the_result_says_so(tmp_path: Path, write_wav: Any, audio_vae: Any,
@@ -303,7 +304,6 @@ def test_a_file_at_another_rate_is_resampled_and_the_result_says_so(tmp_path: Pa
     res = measure(audio_vae("AutoencoderOobleck"), tmp_path / "clips", seconds=1.0, posterior="mode")
     assert res.num_images == 2 and not res.skipped
     assert res.recipe["resampled"] is True and res.recipe["resampled_from"] == [44100]
-    assert res["audio_files"]["sampling_rates"] == {str(RATE): 1, "44100": 1}
 
 
 def test_stereo_is_averaged_for_a_mono_model(tmp_path: Path, write_wav: Any, audio_vae: Any, measure: Any) -> None:
@@ -312,7 +312,7 @@ def test_stereo_is_averaged_for_a_mono_model(tmp_path: Path, write_wav: Any, aud
     res = measure(audio_vae("AutoencoderKLKVAEAudio"), tmp_path / "clips", seconds=1.0, posterior="mode")
     clips = [torch.from_numpy(read_wav(tmp_path / "clips" / f"s{k}.wav")).mean(0, keepdim=True) for k in range(2)]
     assert res.scale_factor == pytest.approx(naive_factor(audio_vae("AutoencoderKLKVAEAudio"), clips, _mode), rel=1e-6)
-    assert res["audio_files"]["channels"] == {"2": 2}
+    assert res.recipe["channels_from"] == [2] and res.recipe["channels"] == 1
 
 
 def test_three_channels_are_refused_in_one_sentence(tmp_path: Path, write_wav: Any, audio_vae: Any, measure: Any,

@@ -72,18 +72,21 @@ def clip_starts(total: int, length: int, clips: int) -> list[int]:
     return [0 if clips == 1 else math.floor(j * last / (clips - 1) + 0.5) for j in range(clips)]
 
 
+def check_channels(have: int, want: int) -> None:
+    """StableAudioPipeline's rule: the same count, mono to stereo or stereo to mono; anything else is
+    refused (there is no one right downmix)."""
+    if have != want and {have, want} != {1, 2}:
+        raise ValueError(f"the file has {have} audio channels and the model takes {want}; only mono and stereo "
+                         "files are converted (mono duplicated, stereo averaged), so downmix it first")
+
+
 def to_channels(wave: torch.Tensor, channels: int) -> torch.Tensor:
     """(C, S) -> (channels, S) as StableAudioPipeline converts its input audio: mono repeated to stereo,
-    stereo averaged to mono; any other change is refused (there is no one right downmix)."""
-    have = wave.shape[0]
-    if have == channels:
+    stereo averaged to mono."""
+    check_channels(wave.shape[0], channels)
+    if wave.shape[0] == channels:
         return wave
-    if have == 1 and channels == 2:
-        return wave.repeat(2, 1)
-    if have == 2 and channels == 1:
-        return wave.mean(0, keepdim=True)
-    raise ValueError(f"the file has {have} audio channels and the model takes {channels}; only mono and stereo "
-                     "files are converted (mono duplicated, stereo averaged), so downmix it first")
+    return wave.repeat(2, 1) if channels == 2 else wave.mean(0, keepdim=True)
 
 
 def probe(path: str) -> AudioInfo:
@@ -199,53 +202,42 @@ class AudioSource(Source):
         self.seconds = self.seconds or self.model.seconds or DEFAULT_SECONDS
 
     @property
-    def length(self) -> int:
+    def settled(self) -> AudioModel:
+        """The model's audio input, known once adapt() has run."""
         if self.model is None or self.seconds is None:
             raise RuntimeError("AudioSource.adapt must be called before loading clips")
-        return clip_samples(self.seconds, self.model.rate)
+        return self.model
 
     def load(self, index: int) -> torch.Tensor:
         """Audio clip `index` as float32 (channels, samples) in [-1, 1] at the model's rate."""
         import torch
 
-        file, clip = divmod(index, self.clips_per_file)
-        path, info, rate, length = self.paths[file], self.infos[file], self.model.rate, self.length
+        model, (file, clip) = self.settled, divmod(index, self.clips_per_file)
+        path, info, length = self.paths[file], self.infos[file], clip_samples(self.seconds, model.rate)
         if info.error:
             raise ValueError(info.error)
-        to_channels(torch.zeros(info.channels, 0), self.model.channels)  # refuse before decoding
+        check_channels(info.channels, model.channels)  # before decoding
         start = 0
         if self.clips_per_file > 1:
             st = os.stat(path)
-            start = clip_starts(total_samples(path, rate, (st.st_size, st.st_mtime_ns)), length,
-                                self.clips_per_file)[clip]
-        wave = torch.from_numpy(read_window(path, rate, start, length))
-        return to_channels(wave, self.model.channels).clamp(-1.0, 1.0)
+            total = total_samples(path, model.rate, (st.st_size, st.st_mtime_ns))
+            start = clip_starts(total, length, self.clips_per_file)[clip]
+        wave = torch.from_numpy(read_window(path, model.rate, start, length))
+        return to_channels(wave, model.channels).clamp(-1.0, 1.0)
 
     def recipe(self) -> dict[str, Any]:
-        """The decoding recipe, the model's rate and channels, the clip length, and every source rate
-        that was resampled (empty when every file already had the model's rate)."""
-        rate = self.model.rate if self.model else None
-        rates = sorted({i.rate for i in self.infos if not i.error and i.rate != rate})
-        return {"audio": RECIPE, "sampling_rate": rate, "channels": self.model.channels if self.model else None,
-                "seconds": self.seconds, "clips_per_file": self.clips_per_file,
-                "resampled": bool(rates), "resampled_from": rates, "mel": self.model.mel if self.model else None}
+        """The decoding recipe, the model's rate and channels, the clip length, the mel recipe (None:
+        waveforms), and what was converted: the other source rates resampled, the channel counts changed."""
+        model, good = self.settled, [i for i in self.infos if not i.error]
+        rates = sorted({i.rate for i in good} - {model.rate})
+        return {"audio": RECIPE, "sampling_rate": model.rate, "channels": model.channels, "seconds": self.seconds,
+                "clips_per_file": self.clips_per_file, "mel": model.mel, "resampled": bool(rates),
+                "resampled_from": rates, "channels_from": sorted({i.channels for i in good if i.channels <= 2}
+                                                                 - {model.channels})}
 
     def signature(self) -> str:
         """Sizes and modification times of the files (cheap; a re-encoded file changes it)."""
         return file_signature(self.paths)
-
-    def describe(self, result: dict[str, Any]) -> dict[str, Any]:
-        """How many files had each sampling rate and channel count before conversion."""
-        good = [i for i in self.infos if not i.error]
-        return {"audio_files": {"sampling_rates": _counts(i.rate for i in good),
-                                "channels": _counts(i.channels for i in good)}}
-
-
-def _counts(values: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[str(v)] = out.get(str(v), 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
 SOURCE = AudioSource
