@@ -51,8 +51,8 @@ def apply_result(result: dict[str, Any] | list[dict[str, Any]] | str | Path, to:
     new, removed = _updated(config, values, defaults)
     changed = new != config
     backup = _next_backup(path) if changed else None
+    _say_if_stored(r, name)
     if changed and not dry_run:
-        _say_if_stored(r, name)
         _replace_config(path, new, raw, backup)
     unset = {k: None for k in removed if k in new}  # set to null: the class default would apply otherwise
     return {"config": path, "backup": backup, "set": {**values, **unset},
@@ -89,12 +89,13 @@ def _read_result(result: dict[str, Any] | list[dict[str, Any]] | str | Path,
 
 
 def _say_if_stored(r: Result, name: str) -> None:
-    """Before writing: a factor measured on stored latents is theirs (their posterior, their encode)."""
+    """Before anything is written: a factor measured on stored latents is theirs (their posterior, their
+    encode), which the user should know before it goes into a config."""
     if r.recipe.source == "latents" or r.recipe.cache is not None:
         saved = (r.recipe.cache or {}).get("model") or {}
         origin = f", saved from {saved.get('source')}" if isinstance(saved, dict) and saved.get("source") else ""
         warnings.warn(f"{name} was measured on stored latents ({r.recipe.data}{origin}), posterior "
-                      f"{r.recipe.posterior}; writing their factor", stacklevel=3)
+                      f"{r.recipe.posterior}: the factor applied is theirs", stacklevel=3)
 
 
 def _looks_like_hub_id(s: str) -> bool:
