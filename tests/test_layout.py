@@ -231,8 +231,9 @@ def test_only_schema_spells_the_result_keys() -> None:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and node.value in RESULT_ONLY_KEYS:
-                spelled.append(f"{_rel(path)}:{node.lineno} {node.value!r}")
-    assert not spelled, "result keys spelled outside schema/:\n" + "\n".join(spelled)
+                spelled.append((_rel(path), node.lineno, node.value))
+    assert not spelled, "result keys spelled outside schema/:\n" + "\n".join(
+        f"{path}:{line} {key!r}" for path, line, key in sorted(spelled))
 
 
 def test_module_names_do_not_mislead() -> None:
