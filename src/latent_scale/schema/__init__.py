@@ -20,13 +20,11 @@ from typing import Any
 from .checkpoint import Checkpoint, CheckpointRun, check_checkpoint
 from .keys import *  # noqa: F403 - the key constants are this package's API
 from .keys import CHECKPOINT_KIND, SCHEMA_VERSION
-from .parse import Invalid
 from .result import Model, PerChannel, Recipe, Result, Run, parse_result
-from .seal import canonical, check_sealed, seal, state_checksum
+from .seal import seal, state_checksum
 from .state import State
 
-_BUILD = ("ResultDict", "build_result", "check_headline", "check_spread", "frames_result", "headline",
-          "population", "versions")
+_BUILD = ("ResultDict", "build_result", "check_spread", "frames_result", "headline", "population")
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +42,6 @@ def read_result(doc: Any, where: str) -> Result:
     return result
 
 
-__all__ = ["CHECKPOINT_KIND", "SCHEMA_VERSION", "Checkpoint", "CheckpointRun", "Invalid", "Model", "PerChannel",
-           "Recipe", "Result", "Run", "State", "canonical", "check_checkpoint", "check_sealed", "parse_result",
-           "read_result", "seal", "state_checksum", *_BUILD]
+__all__ = ["CHECKPOINT_KIND", "SCHEMA_VERSION", "Checkpoint", "CheckpointRun", "Model", "PerChannel", "Recipe",
+           "Result", "Run", "State", "check_checkpoint", "parse_result", "read_result", "seal", "state_checksum",
+           *_BUILD]
