@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import one_line
 from .base import Source
 
 Views = tuple[torch.Tensor, ...]
@@ -30,7 +31,7 @@ class UnitDataset(Dataset):
             out = self.source.load(index)
             return index, out if isinstance(out, tuple) else (out,), None
         except Exception as e:  # noqa: BLE001 - any load failure is reported per unit
-            return index, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
+            return index, None, one_line(e, named=True)
 
 
 @dataclass

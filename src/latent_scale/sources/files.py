@@ -82,10 +82,3 @@ def expand(matches: Sequence[str], extensions: Collection[str], tars: bool = Tru
         elif Path(m).suffix.lower() in extensions:
             ids.append(m)
     return ids, members
-
-
-def one_line(e: BaseException) -> str:
-    """An error as one line for a skip list: the OS's own words when it has them, else the message's
-    first line, else the error's type."""
-    text = getattr(e, "strerror", None) or str(e).strip() or type(e).__name__
-    return text.splitlines()[0]

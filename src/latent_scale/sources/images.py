@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from .base import Source, SourceContext, file_signature
 from .files import check_regular, expand, glob_root, is_glob, matching, read_list, scan_folder
 from .tar import TarMember, index_tar
@@ -47,7 +47,7 @@ def _imagenette(cache_dir: str | None) -> list[str]:
             Imagenette(str(root), split=split, size="full", download=True)
     except Exception as e:  # noqa: BLE001 - urllib, tarfile and md5 failures all mean the same to the user
         raise InputError(
-            f"could not download Imagenette into {root} ({str(e).splitlines()[0][:160]}); "
+            f"could not download Imagenette into {root} ({one_line(e, 160)}); "
             "without network access pass --data FOLDER, a .txt list, or --data samples"
         ) from e
     return scan_folder(root / "imagenette2", IMAGE_EXTENSIONS)

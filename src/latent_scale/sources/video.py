@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import av
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..fields import option
 from ..options import check_at_least, check_positive
 from .base import Source, SourceContext, file_signature
-from .files import check_regular, expand, glob_root, is_glob, matching, one_line, read_list, scan_folder
+from .files import check_regular, expand, glob_root, is_glob, matching, read_list, scan_folder
 from .images import preprocess
 
 if TYPE_CHECKING:
