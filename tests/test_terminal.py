@@ -104,14 +104,20 @@ def test_table_always_shows_the_dtype_that_ran(image_result: dict[str, Any], mea
 
 
 def test_tables_fit_100_columns(image_result: dict[str, Any], measure: Callable[..., Any], vae_dir: Path,
-                                photo_dir: Path) -> None:
+                                photo_dir: Path, result_json: Path, tmp_path: Path) -> None:
+    from latent_scale.compare import compare_results, format_comparison, load_results
     from latent_scale.known import known_factors, summary_table
 
     table = format_table(image_result)
     for key in ("config → std", "±0.1 % needs", "all images"):
         assert key in rows(table)  # the long rows are there, wrapped
     sweep = format_sweep(measure(vae_dir, photo_dir, limit=4, size="16,32"))
-    for text in (table, sweep, summary_table(known_factors())):
+    names = [f"run-{k}" for k in range(6)]
+    for name in names:
+        (tmp_path / f"{name}.json").write_bytes(result_json.read_bytes())
+    side_by_side = format_comparison(compare_results(*load_results([tmp_path / f"{n}.json" for n in names])))
+    assert all(name in side_by_side for name in names) and side_by_side.count("scale factor (95%)") == 2
+    for text in (table, sweep, summary_table(known_factors()), side_by_side):
         assert max(len(line) for line in text.splitlines()) <= WIDTH, text
 
 

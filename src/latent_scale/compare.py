@@ -7,10 +7,12 @@ cannot pass for a difference.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .report import WIDTH
 from .schema import Result
 from .schema.sweep import read_result_file
 from .stats import Z95
@@ -99,9 +101,22 @@ def format_comparison(cmp: dict[str, Any]) -> str:
     table += [(f"ch {c} mean / std", [_channel(r, c) for r in rows]) for c in range(channels)]
     first = max(len(label) for label, _ in table)
     widths = [max(len(cells[i]) for _, cells in table) for i in range(len(rows))]
-    lines = [f"{label:<{first}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
-             for label, cells in table]
-    return "\n".join(lines + [""] + [_verdict_line(v, _units(rows)) for v in cmp["verdicts"]])
+    lines = []
+    for columns in _blocks(widths, WIDTH - first):  # as many result columns as fit, then the next ones below
+        lines += [f"{label:<{first}}" + "".join(f"  {cells[i]:>{widths[i]}}" for i in columns)
+                  for label, cells in table] + [""]
+    return "\n".join(lines + [textwrap.fill(_verdict_line(v, _units(rows)), WIDTH, subsequent_indent="    ")
+                              for v in cmp["verdicts"]])
+
+
+def _blocks(widths: list[int], room: int) -> list[list[int]]:
+    """Column indices in runs that fit `room` characters (two spaces before each; one column at least)."""
+    blocks: list[list[int]] = [[]]
+    for i, w in enumerate(widths):
+        if blocks[-1] and sum(2 + widths[j] for j in blocks[-1]) + 2 + w > room:
+            blocks.append([])
+        blocks[-1].append(i)
+    return blocks
 
 
 def _units(rows: list[dict[str, Any]]) -> str:
