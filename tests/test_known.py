@@ -159,3 +159,86 @@ def test_classic_preset_records_the_original_script() -> None:
     assert preset["published"] == {"scaling_factor": 0.18215, "classic_script": 0.19503}
     opts = make_options(config=str(CONFIGS / "sd-v1-4-imagenette.toml"))
     assert (opts.data, opts.size, opts.posterior, opts.seed) == ("imagenette", 512, "sample", 0)
+
+
+# Every autoencoder class of the installed diffusers, with its status (`latent-scale known --classes`).
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "models.md"
+
+
+def exported_autoencoders() -> set[str]:
+    """Found apart from the tool: every model class diffusers' autoencoders package exports with an
+    encode(), plus the top-level names that say autoencoder, VAE or tokenizer (pipelines keep a few)."""
+    import diffusers
+    import diffusers.models.autoencoders as package
+
+    found = {name for name, cls in vars(package).items() if isinstance(cls, type)
+             and issubclass(cls, diffusers.ModelMixin) and callable(getattr(cls, "encode", None))}
+    named = {name for name in dir(diffusers) if any(w in name.lower() for w in ("autoencoder", "vae", "tokenizer"))}
+    return found | {name for name in named if "processor" not in name.lower()}
+
+
+def test_every_exported_autoencoder_has_a_status() -> None:
+    from latent_scale.models import FAMILIES, REFUSED
+    from latent_scale.models.status import UNDECIDED, class_statuses
+
+    rows = {row.name: row for row in class_statuses()}
+    assert exported_autoencoders() <= set(rows)
+    assert [name for name, row in rows.items() if row.status == UNDECIDED] == []
+    for name, row in rows.items():
+        assert (row.status == "supported") == (name in FAMILIES) and (row.status == "refused") == (name in REFUSED)
+        assert row.input if row.status == "supported" else row.note.endswith("with --latents")
+
+
+def test_a_class_diffusers_adds_later_is_not_yet_decided(monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusers
+    from diffusers.utils import DummyObject
+
+    from latent_scale.models.status import UNDECIDED, class_statuses
+
+    class AutoencoderKLFuture(diffusers.ModelMixin):
+        def encode(self, x: Any) -> Any:
+            return x
+
+    class FutureAudioVAE(metaclass=DummyObject):
+        _backends = ["torch", "future_audio"]
+
+    class VaeFutureProcessor:  # no encode: not an autoencoder
+        pass
+
+    for cls in (AutoencoderKLFuture, FutureAudioVAE, VaeFutureProcessor):
+        monkeypatch.setattr(diffusers, cls.__name__, cls, raising=False)
+    rows = {row.name: row for row in class_statuses()}
+    assert rows["AutoencoderKLFuture"].status == rows["FutureAudioVAE"].status == UNDECIDED
+    assert rows["FutureAudioVAE"].note == "needs torch, future_audio to inspect"
+    assert "VaeFutureProcessor" not in rows
+
+
+def test_known_classes_command(cli: Cli) -> None:
+    from latent_scale.models.status import class_statuses
+
+    rows = class_statuses()
+    code, out, _ = cli("known", "--classes")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["class", "status", "input", "posterior"]
+    for row in rows:
+        line = next(ln for ln in lines if ln.split()[:1] == [row.name])
+        assert line.split()[1] == row.status and (row.input in line)
+    assert lines[-1] == f"{sum(r.status == 'supported' for r in rows)} supported, " \
+                        f"{sum(r.status == 'refused' for r in rows)} refused, 0 not yet decided"
+    assert all(len(ln) <= 100 for ln in lines)
+    code, out, _ = cli("known", "--classes", "--json")
+    assert code == 0 and json.loads(out) == [r.to_dict() for r in rows]
+
+
+def test_docs_models_table_is_the_installed_diffusers_one() -> None:
+    """docs/models.md names the diffusers version its table was made with; on that version it is the table."""
+    import diffusers
+
+    from latent_scale.known import classes_markdown
+    from latent_scale.models.status import class_statuses
+
+    text = DOC.read_text()
+    if f"diffusers {diffusers.__version__}" not in text:
+        pytest.skip(f"docs/models.md describes another diffusers than {diffusers.__version__}")
+    assert classes_markdown(class_statuses()) in text

@@ -197,10 +197,19 @@ def known(
     model: str | None = typer.Option(None, help="Show this hub id's entry (and its per-channel values)."),
     registry: list[Path] = typer.Option([], help="An extra registry TOML file (repeatable); later files win."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    classes: bool = typer.Option(False, "--classes", help="Every autoencoder class of the installed diffusers, "
+                                 "with its status here (supported: input, posteriors; or refused, and why)."),
 ) -> None:
     """Published scale factors (and shifts, per-channel constants), each with its source."""
     from .known import describe, known_factors, lookup, summary_table
 
+    if classes:
+        from .known import classes_table
+        from .models.status import class_statuses
+
+        rows = class_statuses()
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2) if json_ else classes_table(rows))
+        return
     if model is not None:
         entry = lookup(model, registry)
         if entry is None:

@@ -141,3 +141,25 @@ def describe(entry: Published) -> str:
             rows.append((key, ", ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"))
     rows += [("source", entry.source)] + ([("notes", entry.notes)] if entry.notes else [])
     return "\n".join(f"{k:<14}  {v}" for k, v in rows)
+
+
+def classes_table(rows: list[Any], width: int = 100) -> str:
+    """Every autoencoder class of the installed diffusers (models.status rows): class, status, input
+    and posteriors on one line, what is particular (or why it is refused) wrapped below it."""
+    import textwrap
+
+    cells = [("class", "status", "input", "posterior")] + [(r.name, r.status, r.input, r.posterior) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(3)] + [0]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(c, widths, strict=True)).rstrip() for c in cells]
+    for k, row in enumerate(rows):
+        if row.note:
+            lines[k + 1] += "\n" + textwrap.fill(row.note, width, initial_indent="    ", subsequent_indent="    ")
+    counts = {s: sum(r.status == s for r in rows) for s in ("supported", "refused", "not yet decided")}
+    return "\n".join([*lines, ", ".join(f"{n} {s}" for s, n in counts.items())])
+
+
+def classes_markdown(rows: list[Any]) -> str:
+    """The same rows as a Markdown table (docs/models.md holds the one of the diffusers CI installs)."""
+    lines = ["| class | status | input | posterior | notes |", "|---|---|---|---|---|"]
+    lines += [f"| `{r.name}` | {r.status} | {r.input} | {r.posterior} | {r.note.replace('|', '/')} |" for r in rows]
+    return "\n".join(lines)

@@ -56,6 +56,9 @@ REFUSED: dict[str, str] = {
     "AceStepAudioTokenizer": (
         "AceStepAudioTokenizer quantises ACE-Step's acoustic latents into tokens and encodes no audio itself; "
         "measure the acoustic latents (from its AutoencoderOobleck) with --latents"),
+    "AceStepAudioTokenDetokenizer": (
+        "AceStepAudioTokenDetokenizer expands ACE-Step's tokens back into acoustic features and encodes nothing; "
+        "measure the acoustic latents (from its AutoencoderOobleck) with --latents"),
 }
 
 
