@@ -450,7 +450,12 @@ def video_section(args: argparse.Namespace, tmp: Path) -> None:
                     batch_size=2, dtype="float32", device=args.device) for count in (n, 4 * n)]
     print(f"\nVideo: tiny Wan-architecture VAE (AutoencoderKLWan, 1/6 width), {args.frames} frames at "
           f"{args.video_size} px, batch 2, float32, {args.device}")
-    table("clips|seconds|clips/s|loop clips/s|peak RSS MB|factor",
+    scaling_table(rows, "clips")
+
+
+def scaling_table(rows: list[dict], units: str) -> None:
+    """Runs of N and 4N units: time, rate end to end and in the loop, peak RSS (flat when nothing is kept)."""
+    table(f"{units}|seconds|{units}/s|loop {units}/s|peak RSS MB|factor",
           [[r["units"], f"{r['seconds']:.1f}", f"{rate(r):.3f}", f"{r['loop_rate'] or 0:.3f}",
             f"{r['peak_rss_mb']:.0f}", f"{r['factor']:.5f}"] for r in rows])
 
@@ -463,9 +468,7 @@ def audio_section(args: argparse.Namespace, tmp: Path) -> None:
                     posterior="mode", dtype="float32", device=args.device) for count in (n, 4 * n)]
     print(f"\nAudio: Oobleck VAE (1/8 width), 2 s stereo clips resampled 48 -> 44.1 kHz, batch 2, float32, "
           f"{args.device}")
-    table("audio clips|seconds|audio clips/s|loop audio clips/s|peak RSS MB|factor",
-          [[r["units"], f"{r['seconds']:.1f}", f"{rate(r):.3f}", f"{r['loop_rate'] or 0:.3f}",
-            f"{r['peak_rss_mb']:.0f}", f"{r['factor']:.5f}"] for r in rows])
+    scaling_table(rows, "audio clips")
 
 
 def sweep_section(args: argparse.Namespace, tmp: Path) -> None:

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from family_cases import AUDIO_CASES
 from latent_scale.sources import audio
 
-RATE = 8000
+RATE = 16000  # the tiny Oobleck's and KVAE's rate (family_cases.AUDIO_CASES)
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -58,7 +59,7 @@ def test_read_window_at_the_file_rate_is_the_wav_samples(tmp_path: Path, write_w
     got = audio.read_window(str(path), RATE, 1234, 3000)
     assert got.dtype == np.float32 and np.array_equal(got, want[:, 1234:4234])
     with pytest.raises(ValueError, match="fewer than a clip"):
-        audio.read_window(str(path), RATE, 6000, 3000)
+        audio.read_window(str(path), RATE, RATE - 1000, 3000)
 
 
 def test_resampling_keeps_a_tone_where_it_was(tmp_path: Path) -> None:
@@ -203,54 +204,13 @@ def test_ltx2_mel_is_the_echo_pipelines(monkeypatch: pytest.MonkeyPatch, channel
 
 # --- end to end: every audio autoencoder class against its own encode() ----------------------------
 
-def _mode(vae: Any, x: torch.Tensor) -> torch.Tensor:
-    return vae.encode(x).latent_dist.mode()
-
-
-def _one_by_one(vae: Any, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([_mode(vae, unit) for unit in x.split(1)])
-
-
-def _ltx2(vae: Any, x: torch.Tensor) -> torch.Tensor:
-    from latent_scale.models.mel import ltx2_mel  # equal to the Echo pipeline's: test_ltx2_mel_is_the_echo_pipelines
-
-    return _mode(vae, ltx2_mel(x, dict(vae.config)))
-
-
-OOBLECK = dict(encoder_hidden_size=4, downsampling_ratios=[2, 4], decoder_channels=4, decoder_input_channels=3,
-               audio_channels=2, channel_multiples=[1, 2], sampling_rate=RATE)
-KVAE = dict(encoder_dim=4, encoder_rates=[2, 4], latent_dim=16, codebook_dim=4, decoder_dim=8, decoder_rates=[4, 2],
-            sample_rate=RATE, num_channels=1, attn_num_heads=2)
-# class -> (tiny config, the channels its input has, its own encode on the waveforms (B, C, samples))
-CLASSES: dict[str, tuple[dict[str, Any], int, Any]] = {
-    "AutoencoderOobleck": (OOBLECK, 2, _mode),
-    "AutoencoderSAME": (dict(audio_channels=2, patch_size=16, encoder_channels=8, encoder_c_mults=[2],
-                             encoder_strides=[2], encoder_transformer_depths=[1], latent_dim=8, dim_heads=8,
-                             sampling_rate=RATE), 2, lambda vae, x: vae.encode(x).latents),
-    "AutoencoderKLKVAEAudio": (KVAE, 1, _mode),
-    "AutoencoderKLMiniMaxH3Audio": (dict(encoder_dim=4, encoder_rates=(2, 4), latent_dim=16, latent_channels=4,
-                                         num_attention_heads=2, decoder_dim=8, decoder_rates=(4, 2),
-                                         decoder_kernel_sizes=(8, 4), resblock_kernel_sizes=(3,),
-                                         resblock_dilation_sizes=((1,),), sampling_rate=RATE), 1, _mode),
-    # its encode() scales a batch by the batch's loudest sample: its pipeline encodes one clip at a time
-    "Cosmos3AVAEAudioTokenizer": (dict(sampling_rate=RATE, vocoder_input_dim=4, dec_dim=4, dec_c_mults=(1, 2),
-                                       dec_strides=(2, 4), enc_dim=4, enc_intermediate_dim=8, enc_num_layers=1,
-                                       enc_num_blocks=1, enc_n_fft=16, enc_hop_length=4, enc_latent_dim=8,
-                                       enc_c_mults=(1, 2), enc_strides=(2, 2)), 2, _one_by_one),
-    "MMAudioVAE": (dict(mel_bins=16, latent_channels=4, hidden_channels=8, channel_multipliers=(1, 2),
-                        layers_per_block=1, sample_rate=RATE, n_fft=256, hop_length=64), 1,
-                   lambda vae, x: _mode(vae, x[:, 0])),  # (B, samples): the mel is computed inside encode()
-    "AutoencoderKLLTX2Audio": (dict(base_channels=8, ch_mult=(1, 2), num_res_blocks=1, latent_channels=4, mel_bins=16,
-                                    sample_rate=RATE, mel_hop_length=80), 2, _ltx2),
-    "LongCatAudioDiTVae": (dict(in_channels=1, channels=4, c_mults=[1, 2], strides=[2, 2], latent_dim=4,
-                                encoder_latent_dim=8, downsampling_ratio=4, sample_rate=RATE), 1,
-                           lambda vae, x: vae.encode(x, sample_posterior=False).latents),
-}
+AUDIO = {case.cls: case for case in AUDIO_CASES}  # tiny configs, and how each pipeline feeds and reads it
+OOBLECK = AUDIO["AutoencoderOobleck"].kwargs
 
 
 @pytest.fixture(scope="session")
 def audio_vae(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """`audio_vae(cls)`: the folder of a saved tiny model of that class (CLASSES), built once per session."""
+    """`audio_vae(cls)`: the folder of a saved tiny model of that class (AUDIO), built once per session."""
     import functools
 
     import diffusers
@@ -259,22 +219,25 @@ def audio_vae(tmp_path_factory: pytest.TempPathFactory) -> Any:
     def get(cls: str) -> Path:
         torch.manual_seed(0)
         folder = tmp_path_factory.mktemp(cls)
-        getattr(diffusers, cls)(**CLASSES[cls][0]).save_pretrained(folder)
+        getattr(diffusers, cls)(**AUDIO[cls].kwargs).save_pretrained(folder)
         return folder
 
     return get
 
 
-def naive_factor(folder: Path, clips: list[torch.Tensor], encode: Any) -> float:
-    """The throw-away script: the class's own encode() on the stacked clips, float64 std over every element."""
+def naive_factor(folder: Path, clips: list[torch.Tensor]) -> float:
+    """The throw-away script: the stacked clips as the class's pipeline feeds them (its mel, (B, samples),
+    one clip per call where it takes one), its own encode(), the posterior mean, float64 std of it all."""
     import json
 
     import diffusers
 
-    vae = getattr(diffusers, json.loads((folder / "config.json").read_text())["_class_name"]).from_pretrained(folder)
-    vae.eval()
+    case = AUDIO[json.loads((folder / "config.json").read_text())["_class_name"]]
+    vae = getattr(diffusers, case.cls).from_pretrained(folder).eval()
+    x = case.feed(torch.stack(clips))
     with torch.no_grad():
-        z = encode(vae, torch.stack(clips))
+        z = torch.cat([case.read(vae, vae.encode(u, **case.encode_kwargs))[0]
+                       for u in (x.split(1) if case.one_at_a_time else [x])])
     return 1 / z.double().std().item()
 
 
@@ -287,12 +250,11 @@ def test_oobleck_on_wav_files_is_the_naive_factor(tmp_path: Path, write_wav: Any
     write_wav(tmp_path / "clips" / "short.wav", RATE, seconds=0.5, seed=9)
     res = measure(audio_vae("AutoencoderOobleck"), tmp_path / "clips", seconds=1.0, posterior="mode")
     want = naive_factor(audio_vae("AutoencoderOobleck"),
-                        [torch.from_numpy(read_wav(tmp_path / "clips" / f"c{k}.wav")).repeat(2, 1) for k in range(3)],
-                        _mode)
+                        [torch.from_numpy(read_wav(tmp_path / "clips" / f"c{k}.wav")).repeat(2, 1) for k in range(3)])
     assert res.scale_factor == pytest.approx(want, rel=1e-6)
     assert res.num_images == 3
     assert [s["path"] for s in res.skipped] == ["short.wav#clip0"]
-    assert "fewer than a clip of 8000 samples" in res.skipped[0]["error"]
+    assert f"fewer than a clip of {RATE} samples" in res.skipped[0]["error"]
     assert res.recipe["resampled"] is False and res.recipe["sampling_rate"] == RATE
     assert res.recipe["channels_from"] == [1] and res.recipe["channels"] == 2  # mono duplicated
 
@@ -311,7 +273,8 @@ def test_stereo_is_averaged_for_a_mono_model(tmp_path: Path, write_wav: Any, aud
         write_wav(tmp_path / "clips" / f"s{k}.wav", RATE, channels=2, seconds=1.0, seed=k)
     res = measure(audio_vae("AutoencoderKLKVAEAudio"), tmp_path / "clips", seconds=1.0, posterior="mode")
     clips = [torch.from_numpy(read_wav(tmp_path / "clips" / f"s{k}.wav")).mean(0, keepdim=True) for k in range(2)]
-    assert res.scale_factor == pytest.approx(naive_factor(audio_vae("AutoencoderKLKVAEAudio"), clips, _mode), rel=1e-6)
+    want = naive_factor(audio_vae("AutoencoderKLKVAEAudio"), clips)
+    assert res.scale_factor == pytest.approx(want, rel=1e-6)
     assert res.recipe["channels_from"] == [2] and res.recipe["channels"] == 1
 
 
@@ -332,23 +295,24 @@ def test_clips_per_file_are_evenly_spaced(tmp_path: Path, write_wav: Any, audio_
     res = measure(audio_vae("AutoencoderKLKVAEAudio"), tmp_path / "long.wav", seconds=0.5, clips_per_file=3,
                   posterior="mode")
     wave_ = torch.from_numpy(read_wav(tmp_path / "long.wav"))
-    clips = [wave_[:, s:s + RATE // 2] for s in (0, 6000, 12000)]
+    clips = [wave_[:, s:s + RATE // 2] for s in (0, RATE * 3 // 4, RATE * 3 // 2)]
     assert res.num_images == 3
-    assert res.scale_factor == pytest.approx(naive_factor(audio_vae("AutoencoderKLKVAEAudio"), clips, _mode), rel=1e-6)
+    want = naive_factor(audio_vae("AutoencoderKLKVAEAudio"), clips)
+    assert res.scale_factor == pytest.approx(want, rel=1e-6)
 
 
-@pytest.mark.parametrize("cls", list(CLASSES))
+@pytest.mark.parametrize("cls", list(AUDIO))
 def test_every_audio_class_matches_its_own_encode(cls: str, tmp_path: Path, write_wav: Any, audio_vae: Any,
                                                   measure: Any) -> None:
-    """Clips already at the model's rate and channels: the tool's factor is the one of the class's own
-    encode() (its posterior mode, its mel, one clip per call where its pipeline does that) to 1e-6."""
-    _, channels, encode = CLASSES[cls]
+    """WAVs already at the model's rate and channels: the tool's factor is the one of the class's own
+    encode() as its pipeline feeds it (its mel, one clip per call where it takes one) to 1e-6."""
+    case = AUDIO[cls]
     for k in range(3):
-        write_wav(tmp_path / "clips" / f"c{k}.wav", RATE, channels=channels, seconds=1.0, seed=k)
-    res = measure(audio_vae(cls), tmp_path / "clips", seconds=1.0, posterior="mode", batch_size=2)
+        write_wav(tmp_path / "clips" / f"c{k}.wav", case.rate, channels=case.inputs, seconds=0.5, seed=k)
+    res = measure(audio_vae(cls), tmp_path / "clips", seconds=0.5, posterior="mode", batch_size=2)
     clips = [torch.from_numpy(read_wav(tmp_path / "clips" / f"c{k}.wav")) for k in range(3)]
     assert res.num_images == 3 and not res.skipped
-    assert res.scale_factor == pytest.approx(naive_factor(audio_vae(cls), clips, encode), rel=1e-6)
+    assert res.scale_factor == pytest.approx(naive_factor(audio_vae(cls), clips), rel=1e-6)
 
 
 def _video_with_sound(path: Path, seconds: float) -> None:
@@ -381,6 +345,6 @@ def test_the_audio_track_of_a_video_file_is_measured(tmp_path: Path, audio_vae: 
     res = measure(audio_vae("AutoencoderKLKVAEAudio"), tmp_path / "clips", seconds=1.0, posterior="mode")
     with av.open(str(tmp_path / "clips" / "talk.mp4")) as container:
         track = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
-    want = naive_factor(audio_vae("AutoencoderKLKVAEAudio"), [torch.from_numpy(track[:, :RATE])], _mode)
+    want = naive_factor(audio_vae("AutoencoderKLKVAEAudio"), [torch.from_numpy(track[:, :RATE])])
     assert res.num_images == 1 and res.recipe["source"] == "audio"
     assert res.scale_factor == pytest.approx(want, rel=1e-6)
