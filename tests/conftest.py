@@ -40,6 +40,11 @@ def _go_offline(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(home / "hf-home" / "hub"))
 
 
+def _fixed_peak(dtype: torch.dtype, repeats: int = 0) -> dict[str, float]:
+    """The CPU peak probe's answer in tests (test_hardware times the real one): 1 TFLOP/s."""
+    return {"matmul": 1.0, "conv3x3": 0.5}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The defaults every test runs under, set for the session because session and module fixtures
@@ -56,6 +61,7 @@ def _session_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         _go_offline(patch, tmp_path_factory.mktemp("home"))
         patch.setenv("OMP_NUM_THREADS", "1")
         patch.setattr("latent_scale.models.device.CPUINFO", "/nonexistent/cpuinfo")
+        patch.setattr("latent_scale.hardware.probe_tflops", _fixed_peak)  # each test's cache is empty: no 1 s probe
         torch.set_num_threads(1)
         yield
     torch.set_num_threads(threads)

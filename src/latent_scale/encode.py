@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import hardware
 from .errors import InputError
 from .models import Encoder
 from .precision import precision_check
@@ -106,3 +108,13 @@ def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
         return parts[0]
     dtype = parts[0].dtype if len({p.dtype for p in parts}) == 1 else torch.float32
     return torch.cat([p.to(dtype) for p in parts])
+
+
+def speed(chunked: ChunkedEncoder | None, units: int, seconds: float, cache_dir: Path) -> dict[str, Any]:
+    """Units/s; for an encoder also its TFLOP/s against the device's practical peak, and the memory
+    layout it ran in."""
+    if chunked is None:  # stored latents: no encoder, no FLOPs
+        return hardware.speed(None, units, seconds, torch.device("cpu"), torch.float64, cache_dir)
+    enc = chunked.encoder
+    return {**hardware.speed(chunked.flops_per_unit, units, seconds, enc.device, enc.dtype, cache_dir),
+            "memory_format": hardware.memory_format_name(enc.channels_last)}

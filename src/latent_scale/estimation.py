@@ -18,7 +18,7 @@ import torch
 from . import distributed
 from .checkpoint import Checkpoint
 from .distributed import RunContext
-from .encode import ChunkedEncoder, Posterior
+from .encode import ChunkedEncoder, Posterior, speed
 from .errors import InputError
 from .forecast import forecast
 from .identity import data_identity, model_identity
@@ -28,7 +28,7 @@ from .loop import Accumulate, StopRule, drive
 from .models import Encoder, load_model
 from .options import DEFAULT_MODEL, Options, make_options, parse_shard
 from .precision import precision_warning
-from .report import histogram_edges_for, speed
+from .report import histogram_edges_for
 from .schema.build import ResultDict, build_result, check_spread, frames_result, population
 from .sources import context_for, open_source, source_named
 from .sources.base import Source, order
@@ -297,7 +297,7 @@ def _result(v: int, state: Run, posteriors: Posteriors, source: Source, recipe: 
             "rel_tol_unmet": _unmet(stats, opts, run_info["stopped_early"]),
             "forecast": forecast(stats.num_images, *stats.interval(opts.posterior), run_info["seconds"],
                                  (opts.rel_tol,), population(recipe, skipped), opts.min_units),
-            **speed(posteriors, stats.num_images, run_info["seconds"])}
+            **speed(posteriors.chunked, stats.num_images, run_info["seconds"], cache_root(opts.cache_dir))}
     shape = next(part["latent_shape"] for part in parts if part["latent_shape"])
     result = build_result(stats, posteriors.model, recipe, skipped, posterior=stats.key(opts.posterior), run=info,
                           latent_shape=shape)

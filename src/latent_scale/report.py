@@ -28,25 +28,6 @@ def histogram_edges_for(info: dict[str, Any]) -> torch.Tensor:
     return histogram_edges(unit)
 
 
-# Dense bfloat16/float16 tensor-core peaks (TFLOP/s) by device name, for the fraction of peak achieved.
-PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0,
-               "RTX 4090": 165.2}
-
-
-def speed(posteriors: Any, units: int, seconds: float) -> dict[str, Any]:
-    """Units/s and achieved encoder TFLOP/s, against the device's peak where we know it."""
-    rate = units / seconds if seconds > 0 else None
-    flops = posteriors.chunked.flops_per_unit if posteriors.chunked else None
-    tflops = flops * rate / 1e12 if flops and rate else None
-    peak = None
-    if posteriors.device.type == "cuda" and posteriors.dtype in ("bfloat16", "float16"):
-        name = torch.cuda.get_device_name(posteriors.device)
-        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    return {"images_per_s": rate, "encoder_gflop_per_image": flops / 1e9 if flops else None,
-            "achieved_tflops": tflops, "device_peak_tflops": peak,
-            "fraction_of_peak": tflops / peak if tflops and peak else None}
-
-
 WIDTH = 100  # every table fits this many columns; longer values wrap under their own column
 
 
@@ -134,11 +115,23 @@ def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("input scale", r["input_scale"]["note"]))
     rows.append(("precision", _precision(r)))
     if run.get("images_per_s"):
-        tflops, peak = run.get("achieved_tflops"), run.get("fraction_of_peak")
-        rows.append(("speed", f"{run['images_per_s']:.3g} {_units(r)}/s"
-                              + (f", encoder {tflops:.3g} TFLOP/s" if tflops else "")
-                              + (f" ({_pct(peak)} of {run['device_peak_tflops']:g} peak)" if peak else "")))
+        rows.append(("speed", _speed(r)))
     return rows + (table_rows(run["forecast"], _units(r)) if run.get("forecast") else [])
+
+
+def _speed(r: dict[str, Any]) -> str:
+    """Units/s; the encoder's TFLOP/s and its share of the device's practical peak for the dtype that ran
+    (results before that share was measured on CPUs name it device_peak_tflops)."""
+    run = r["run"]
+    text = f"{run['images_per_s']:.3g} {_units(r)}/s"
+    tflops, share = run.get("achieved_tflops"), run.get("fraction_of_peak")
+    peak = run.get("peak_tflops") or run.get("device_peak_tflops")
+    if tflops:
+        text += f", encoder {tflops:.3g} TFLOP/s"
+    if share and peak:
+        where, dtype = run.get("device", "device"), r["recipe"].get("dtype")
+        text += f" = {_pct(share)} of this {where}'s {dtype} peak ({peak:.3g} TFLOP/s)"
+    return text
 
 
 def _precision(r: dict[str, Any]) -> str:
@@ -168,7 +161,8 @@ def format_rows(rows: list[tuple[str, str]], width: int = WIDTH) -> str:
 
 
 def format_sweep(results: list[dict[str, Any]]) -> str:
-    """One line per --size of a one-pass sweep, with the factor's ratio to the first size."""
+    """One line per --size of a one-pass sweep, with the factor's ratio to the first size; then the dtype
+    that ran (one pass: the same for every size)."""
     first = results[0]["scale_factor"]
     units = _units(results[0])
     lines = [f"{'size':>6}  {units:>7}  {'scale factor':>22}  {'shift':>9}  ratio to {results[0]['recipe']['size']}"]
@@ -177,7 +171,7 @@ def format_sweep(results: list[dict[str, Any]]) -> str:
         factor = f"{r['scale_factor']:>11.5f} ± {(hi - lo) / 2:<8.5f}"
         lines.append(f"{r['recipe']['size']:>6}  {r['num_images']:>7}  {factor}  {r['shift_factor']:>9.4g}  "
                      f"{r['scale_factor'] / first:.4f}")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + format_rows([("precision", _precision(results[0]))])
 
 
 def format_snippets(r: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ class Encoder:
     device: torch.device
     dtype: torch.dtype
     info: ModelInfo | None = None
+    channels_last: bool = False  # the weights' layout (hardware.prefers_channels_last), for run.memory_format
 
     @property
     def stochastic(self) -> bool:
@@ -134,7 +135,7 @@ class Encoder:
                     if p.dim() in (4, 5):
                         fmt = torch.channels_last if p.dim() == 4 else torch.channels_last_3d
                         p.data = p.data.contiguous(memory_format=fmt)
-        self.device = device
+        self.device, self.channels_last = device, channels_last
 
 
 def temporal_compression(encoder: Encoder) -> int:

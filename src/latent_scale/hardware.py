@@ -1,0 +1,170 @@
+"""The machine as a yardstick: which CPU it is, the practical peak TFLOP/s of the dtype a run used, and
+the memory layout its convolutions run fastest in.
+
+A CPU's peak is measured, not looked up: the faster of a 2048² matmul and a 3×3 convolution (the
+encoder's own kernel) in the run's dtype and thread count, best of a few, once per (CPU model, torch
+version, threads, dtype) and cached in the cache folder. Both count because the libraries differ per
+vendor: MKL multiplies float32 matrices at half speed on AMD CPUs, while oneDNN's convolutions use
+every vector unit. GPUs use the published dense tensor-core peaks.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError
+
+CPUINFO = "/proc/cpuinfo"
+PEAK_FILE = "peak-tflops.json"
+PROBE_REPEATS = 3  # best of: the first call of each kernel warms up (oneDNN builds it) and is not timed
+
+# Dense peaks (TFLOP/s) from the vendors' datasheets: bfloat16/float16 tensor cores, and TF32, which
+# float32 convolutions use on these GPUs (torch.backends.cudnn.allow_tf32 is on by default). The
+# first name contained in the device's name counts, so specific names come first.
+GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
+    ("H100 PCIe", 756.5, 378.0), ("H100 NVL", 835.5, 417.5), ("H200", 989.4, 494.7), ("H100", 989.4, 494.7),
+    ("A100", 312.0, 156.0), ("L40S", 362.1, 183.0), ("L4", 121.0, 60.0), ("A10", 125.0, 62.5),
+    ("RTX 4090", 165.2, 82.6),
+)
+
+# Whether the encoder's weights go channels-last, per (device type, dtype). CPU entries measured on
+# 2 cores with scripts/bench.py --sections layout (AMD EPYC, AVX-512 with bf16: 1.17x float32, 1.19x
+# bfloat16 on the SD encoder at 256 px; 1.23x float32 on an AVX2-only EPYC); CUDA entries follow
+# cuDNN, whose tensor-core kernels are channels-last. float16 on a CPU is not listed: it has no fast
+# kernels there, so its default layout stays.
+CHANNELS_LAST = {("cpu", torch.float32): True, ("cpu", torch.bfloat16): True,
+                 ("cuda", torch.float32): True, ("cuda", torch.bfloat16): True, ("cuda", torch.float16): True}
+
+
+def prefers_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
+    """The faster layout for this device type and dtype (CHANNELS_LAST; the default layout elsewhere)."""
+    return CHANNELS_LAST.get((device.type, dtype), False)
+
+
+def memory_format_name(channels_last: bool) -> str:
+    """What the result records in run.memory_format."""
+    return "channels_last" if channels_last else "contiguous"
+
+
+def _cpuinfo_field(name: str, cpuinfo: str | None) -> str | None:
+    """The first `name : value` of /proc/cpuinfo (None where there is no such file or field)."""
+    try:
+        text = Path(cpuinfo or CPUINFO).read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return None
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's marketing name (Linux), else what the platform says, else the architecture."""
+    return _cpuinfo_field("model name", cpuinfo) or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where it cannot tell)."""
+    return set((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
+    """What decides a CPU's speed here: its name, cores, and the vector units torch can use."""
+    flags = cpu_flags(cpuinfo)
+    return {"cpu": cpu_model(cpuinfo), "cores": _cores(),
+            "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
+            "bf16_units": not {"avx512_bf16", "amx_bf16"}.isdisjoint(flags), "amx": "amx_tile" in flags}
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def probe_tflops(dtype: torch.dtype, repeats: int = PROBE_REPEATS) -> dict[str, float]:
+    """TFLOP/s of a 2048² matmul and of a 3×3 convolution (256 channels, 128², channels-last) in
+    `dtype` with torch's current threads, each the best of `repeats` after a warm-up call."""
+    side = 2048
+    a, b = (torch.randn(side, side).to(dtype) for _ in range(2))
+    x = torch.randn(1, 256, 128, 128).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        mm = 2 * side**3 / _best_seconds(lambda: a @ b, repeats)
+        conv = 2 * 256 * 256 * 9 * 128 * 128 / _best_seconds(
+            lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)
+    return {"matmul": mm / 1e12, "conv3x3": conv / 1e12}
+
+
+def peak_key(dtype: torch.dtype, threads: int | None = None) -> str:
+    """What the measured peak depends on: CPU model, torch version, threads and dtype."""
+    threads = threads or torch.get_num_threads()
+    return f"{cpu_model()}|torch {torch.__version__}|{threads} threads|{str(dtype).removeprefix('torch.')}"
+
+
+def cpu_peak_tflops(dtype: torch.dtype, cache_dir: Path) -> float | None:
+    """This CPU's practical peak for `dtype` (float32 and bfloat16; None for others), measured once and
+    cached in `cache_dir`; an unreadable or unwritable cache only costs a new measurement."""
+    if dtype not in (torch.float32, torch.bfloat16):
+        return None
+    from .outputs import write_json
+    from .reading import read_json
+
+    path, key = Path(cache_dir) / PEAK_FILE, peak_key(dtype)
+    try:
+        saved = read_json(path) if path.is_file() else {}
+    except InputError:  # a damaged cache is measured again, never trusted
+        saved = {}
+    saved = saved if isinstance(saved, dict) else {}
+    entry = saved.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("tflops"), float) and entry["tflops"] > 0:
+        return entry["tflops"]
+    probes = probe_tflops(dtype)
+    saved[key] = {"tflops": max(probes.values()), **probes}
+    try:
+        write_json(path, saved)
+    except (InputError, OSError):
+        pass  # a read-only cache folder: measured again next time
+    return saved[key]["tflops"]
+
+
+def gpu_peak_tflops(name: str, dtype: torch.dtype) -> float | None:
+    """The datasheet's dense peak for this GPU and dtype (TF32 for float32), None where not listed."""
+    for part, low, tf32 in GPU_PEAKS:
+        if part in name:
+            return tf32 if dtype == torch.float32 else low
+    return None
+
+
+def peak_tflops(device: torch.device, dtype: torch.dtype, cache_dir: Path) -> float | None:
+    """The practical peak a run is measured against: the GPU's datasheet, or the CPU's measured one."""
+    if device.type == "cuda":
+        return gpu_peak_tflops(torch.cuda.get_device_name(device), dtype)
+    return cpu_peak_tflops(dtype, cache_dir) if device.type == "cpu" else None
+
+
+def speed(flops_per_unit: float | None, units: int, seconds: float, device: torch.device, dtype: torch.dtype,
+          cache_dir: Path) -> dict[str, Any]:
+    """Units/s and the encoder's TFLOP/s, with the share of the device's practical peak it reached."""
+    rate = units / seconds if seconds > 0 else None
+    tflops = flops_per_unit * rate / 1e12 if flops_per_unit and rate else None
+    peak = peak_tflops(device, dtype, cache_dir) if tflops else None
+    return {"images_per_s": rate, "encoder_gflop_per_image": flops_per_unit / 1e9 if flops_per_unit else None,
+            "achieved_tflops": tflops, "peak_tflops": peak,
+            "fraction_of_peak": tflops / peak if tflops and peak else None}

@@ -1,0 +1,118 @@
+"""The machine as a yardstick: CPU facts from /proc/cpuinfo, the practical peak measured once and cached
+per (CPU, torch, threads, dtype), the share of it a run reached, and the layout the encoder runs in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from latent_scale import hardware
+from latent_scale.report import format_table
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9B45
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16
+\nprocessor\t: 1
+model name\t: AMD EPYC 9B45
+"""
+
+
+@pytest.fixture
+def cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO)
+    monkeypatch.setattr(hardware, "CPUINFO", str(path))
+    return path
+
+
+@pytest.fixture
+def probes(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """Every probe asked for, answered with 0.2 (matmul) and 0.3 (convolution) TFLOP/s."""
+    asked: list[torch.dtype] = []
+
+    def probe(dtype: torch.dtype, repeats: int = 0) -> dict[str, float]:
+        asked.append(dtype)
+        return {"matmul": 0.2, "conv3x3": 0.3}
+
+    monkeypatch.setattr(hardware, "probe_tflops", probe)
+    return asked
+
+
+def test_cpu_facts_come_from_the_first_processor(cpuinfo: Path) -> None:
+    facts = hardware.cpu_facts()
+    assert facts["cpu"] == "AMD EPYC 9B45" and facts["avx2"] and facts["avx512"] and facts["bf16_units"]
+    assert not facts["amx"] and facts["cores"] >= 1
+    assert hardware.cpu_flags(str(cpuinfo.parent / "missing")) == set()
+
+
+def test_peak_is_the_faster_probe_and_measured_once_per_key(cpuinfo: Path, probes: list, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert hardware.cpu_peak_tflops(torch.float32, cache) == 0.3
+    assert hardware.cpu_peak_tflops(torch.float32, cache) == 0.3  # from the cache file
+    assert probes == [torch.float32]
+    saved = json.loads((cache / hardware.PEAK_FILE).read_text())
+    threads = torch.get_num_threads()
+    key = f"AMD EPYC 9B45|torch {torch.__version__}|{threads} threads|float32"
+    assert saved == {key: {"tflops": 0.3, "matmul": 0.2, "conv3x3": 0.3}}
+    hardware.cpu_peak_tflops(torch.bfloat16, cache)  # another dtype: measured
+    torch.set_num_threads(threads + 1)
+    try:
+        hardware.cpu_peak_tflops(torch.float32, cache)  # another thread count: measured
+    finally:
+        torch.set_num_threads(threads)
+    assert probes == [torch.float32, torch.bfloat16, torch.float32] and len(json.loads(
+        (cache / hardware.PEAK_FILE).read_text())) == 3
+
+
+def test_a_damaged_cache_is_measured_again_and_float16_is_not_probed(cpuinfo: Path, probes: list,
+                                                                     tmp_path: Path) -> None:
+    (tmp_path / hardware.PEAK_FILE).write_text('{"AMD EPYC 9B45": ')
+    assert hardware.cpu_peak_tflops(torch.float32, tmp_path) == 0.3
+    (tmp_path / hardware.PEAK_FILE).write_text(json.dumps({hardware.peak_key(torch.bfloat16): {"tflops": "fast"}}))
+    assert hardware.cpu_peak_tflops(torch.bfloat16, tmp_path) == 0.3
+    assert hardware.cpu_peak_tflops(torch.float16, tmp_path) is None
+    assert probes == [torch.float32, torch.bfloat16]
+
+
+def test_speed_is_the_share_of_the_peak(cpuinfo: Path, probes: list, tmp_path: Path) -> None:
+    """2e11 FLOPs per unit, 10 units in 4 s: 0.5 TFLOP/s, against a 0.3 TFLOP/s peak."""
+    out = hardware.speed(2e11, 10, 4.0, torch.device("cpu"), torch.bfloat16, tmp_path)
+    assert out["images_per_s"] == 2.5 and out["encoder_gflop_per_image"] == pytest.approx(200)
+    assert out["achieved_tflops"] == pytest.approx(0.5, rel=1e-12)
+    assert out["peak_tflops"] == 0.3 and out["fraction_of_peak"] == pytest.approx(0.5 / 0.3, rel=1e-12)
+    none = hardware.speed(None, 10, 4.0, torch.device("cpu"), torch.float64, tmp_path)
+    assert none["achieved_tflops"] is None and none["fraction_of_peak"] is None and probes == [torch.bfloat16]
+
+
+@pytest.mark.parametrize(("name", "dtype", "peak"), [
+    ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989.4), ("NVIDIA H100 PCIe", torch.bfloat16, 756.5),
+    ("NVIDIA H100 80GB HBM3", torch.float32, 494.7), ("NVIDIA A100-SXM4-80GB", torch.float16, 312.0),
+    ("NVIDIA L4", torch.bfloat16, 121.0), ("NVIDIA L40S", torch.bfloat16, 362.1), ("Tesla T4", torch.bfloat16, None)])
+def test_gpu_peaks_come_from_the_datasheet_table(name: str, dtype: torch.dtype, peak: float | None) -> None:
+    assert hardware.gpu_peak_tflops(name, dtype) == peak
+
+
+def test_channels_last_where_it_measured_faster() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert hardware.prefers_channels_last(cpu, torch.float32) and hardware.prefers_channels_last(cpu, torch.bfloat16)
+    assert not hardware.prefers_channels_last(cpu, torch.float16)
+    assert all(hardware.prefers_channels_last(cuda, d) for d in (torch.float32, torch.bfloat16, torch.float16))
+
+
+def test_a_run_records_its_layout_and_share_of_the_peak(vae_dir: Path, photo_dir: Path, tmp_path: Path,
+                                                        measure: Callable[..., dict]) -> None:
+    """conftest's probe answers 1.0 TFLOP/s (matmul) and 0.5 (convolution): the peak is 1.0."""
+    r = measure(vae_dir, photo_dir, limit=4, dtype="float32", cache_dir=str(tmp_path / "cache"))
+    run = r["run"]
+    assert run["memory_format"] == "channels_last" and run["peak_tflops"] == 1.0
+    achieved = run["encoder_gflop_per_image"] * 1e9 * r["num_images"] / run["seconds"] / 1e12
+    assert run["achieved_tflops"] == pytest.approx(achieved, rel=1e-9)
+    assert run["fraction_of_peak"] == pytest.approx(achieved / 1.0, rel=1e-9)
+    assert (tmp_path / "cache" / hardware.PEAK_FILE).is_file()
+    shown = " ".join(format_table(r).split())  # as read, wrapped lines joined
+    assert f"{100 * run['fraction_of_peak']:.3g}% of this cpu's float32 peak (1 TFLOP/s)" in shown
