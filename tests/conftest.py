@@ -60,7 +60,7 @@ def _session_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     with pytest.MonkeyPatch.context() as patch:
         _go_offline(patch, tmp_path_factory.mktemp("home"))
         patch.setenv("OMP_NUM_THREADS", "1")
-        patch.setattr("latent_scale.models.device.CPUINFO", "/nonexistent/cpuinfo")
+        patch.setattr("latent_scale.hardware.CPUINFO", "/nonexistent/cpuinfo")
         patch.setattr("latent_scale.hardware.probe_tflops", _fixed_peak)  # each test's cache is empty: no 1 s probe
         torch.set_num_threads(1)
         yield

@@ -124,7 +124,7 @@ PIXEL_CASES = [
         down_block_types=("SpatialDownBlock3D", "SpatialTemporalDownBlock3D"),
         up_block_types=("SpatialUpBlock3D", "SpatialTemporalUpBlock3D"))),
     Tiny("AutoencoderKLCosmos", dict(
-        latent_channels=4, encoder_block_out_channels=(8, 8), decode_block_out_channels=(8, 8),
+        latent_channels=4, encoder_block_out_channels=(8, 8, 8), decode_block_out_channels=(8, 8, 8),
         attention_resolutions=(), resolution=32, num_layers=1, patch_size=1, spatial_compression_ratio=2,
         temporal_compression_ratio=2, latents_mean=None, latents_std=None), read=mode),
     Tiny("AutoencoderKLMiniMaxH3", dict(
@@ -133,7 +133,8 @@ PIXEL_CASES = [
         decoder_attention_head_dim=8, decoder_num_register_tokens=1, clip_length=5, token_drop=0,
         latents_mean=(0.0,) * 4, latents_std=(1.0,) * 4)),
     Tiny("Kandinsky6SRVAE", dict(latent_channels=4, encoder_block_out_channels=(8, 8),
-                                 decoder_block_out_channels=(8, 8), layers_per_block=1, temporal_compression_ratio=2)),
+                                 decoder_block_out_channels=(8, 8), layers_per_block=1, temporal_compression_ratio=2,
+                                 temporal_compression_start_level=0)),
     Tiny("AutoencoderKLQwenImage21", QWEN21, feed=rgba),
     # RAE resizes and normalises [0, 1] images itself; its latents_mean/std are (C, 1, 1) for (B, C, h, w).
     Tiny("AutoencoderRAE", {**RAE, "latents_mean": [[[m]] for m in RAE_MEAN], "latents_std": [[[s]] for s in RAE_STD]},
@@ -145,7 +146,7 @@ PIXEL_CASES = [
 ]
 
 # Classes that encode clips of several frames only.
-CLIP_CASES = [Tiny("AutoencoderVidTok", dict(ch=8, ch_mult=(1, 2), z_channels=4, num_res_blocks=1))]
+CLIP_CASES = [Tiny("AutoencoderVidTok", dict(ch=8, ch_mult=(1, 2), z_channels=4, num_res_blocks=1, tempo_ds=[0]))]
 
 # Audio classes, fed waveforms (B, channels, samples) in [-1, 1].
 AUDIO_CASES = [

@@ -10,6 +10,7 @@ pipeline prepares them (tests/cases.py and tests/family_cases.py).
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import shutil
 from collections.abc import Callable
@@ -243,6 +244,31 @@ def test_clip_only_class_estimate_equals_naive_reference(case: Tiny, built: Call
     assert r.num_images == 1 and max(differences(r, mu, sigma)) < TOL
     with pytest.raises(InputError, match=f"{case.cls} encodes clips of several frames, not single images"):
         load_model(str(path), device="cpu").posterior(unit_input(PIXEL_CASES[0]))
+
+
+@pytest.mark.parametrize("case", [c for c in [*PIXEL_CASES, *CLIP_CASES] if FAMILIES[c.cls].temporal],
+                         ids=lambda c: c.id)
+def test_clips_of_one_plus_k_t_frames_are_the_class_own_encode(case: Tiny, built: Callable) -> None:
+    """Clips of 1 + 2·t frames (t read from the config as the class's pipelines read it) give the
+    latents of the class's own encode(): 1 + 2 latent frames for the causal VAEs, 2 for VidTok."""
+    vae, path = built(case)
+    enc = load_model(str(path), device="cpu", dtype="float32")
+    t = FAMILIES[case.cls].temporal(dict(vae.config))
+    x = torch.rand(2, 3, 1 + 2 * t, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mean, _ = enc.posterior(x)
+    ref, _ = naive_tiny(vae, case, x)
+    assert mean.shape == ref.shape and mean.shape[2] == (2 if case in CLIP_CASES else 3)
+    assert rel(1 / float(mean.double().std()), 1 / float(ref.std())) < TOL
+
+
+@pytest.mark.parametrize(("cls", "t"), [("AutoencoderKLHunyuanVideo15", 4), ("AutoencoderKLLTX2Video", 8),
+                                        ("AutoencoderKLKVAEVideo", 4), ("AutoencoderKLMagvit", 4),
+                                        ("AutoencoderVidTok", 4), ("AutoencoderKLCosmos", 8),
+                                        ("AutoencoderKLMiniMaxH3", 4), ("Kandinsky6SRVAE", 4)])
+def test_temporal_compression_of_the_newer_defaults(cls: str, t: int) -> None:
+    """The class's default config (what the published checkpoints mostly keep) gives its published t."""
+    init = inspect.signature(getattr(diffusers, cls).__init__).parameters.items()
+    assert FAMILIES[cls].temporal({k: p.default for k, p in init if k != "self"}) == t
 
 
 @pytest.mark.parametrize("case", AUDIO_CASES, ids=lambda c: c.id)

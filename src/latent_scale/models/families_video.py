@@ -25,9 +25,18 @@ def ratio_temporal(cfg: Config) -> int:
 
 
 def ltx_temporal(cfg: Config) -> int:
-    """LTX-Video and LTX-2: config.temporal_compression_ratio, else patch_size_t · 2 ** (temporal scaling
-    blocks), as AutoencoderKLLTXVideo and AutoencoderKLLTX2Video compute it."""
+    """LTX-Video: config.temporal_compression_ratio, else patch_size_t · 2 ** (temporal scaling blocks),
+    as AutoencoderKLLTXVideo computes it."""
     return int(cfg.get("temporal_compression_ratio") or cfg["patch_size_t"] * 2 ** sum(cfg["spatio_temporal_scaling"]))
+
+
+def ltx2_temporal(cfg: Config) -> int:
+    """LTX-2: config.temporal_compression_ratio, else patch_size_t · 2 ** (stages that downsample time):
+    what its encoder does (17 frames -> 3 latent frames with the default stages; diffusers' own fallback
+    formula counts the spatial-only stage too)."""
+    stages = zip(cfg["spatio_temporal_scaling"], cfg["downsample_type"], strict=False)
+    return int(cfg.get("temporal_compression_ratio")
+               or cfg["patch_size_t"] * 2 ** sum(bool(on) and "temporal" in kind for on, kind in stages))
 
 
 def mochi_temporal(cfg: Config) -> int:
@@ -68,7 +77,7 @@ VIDEO_FAMILIES: dict[str, Family] = {
     "AutoencoderKLMochi": kl_video(mochi_temporal),
     # diffusers' attention in its mid block fails for a batch of more than one clip.
     "AutoencoderKLHunyuanVideo15": kl_video(ratio_temporal, one_at_a_time=True),
-    "AutoencoderKLLTX2Video": kl_video(ltx_temporal),
+    "AutoencoderKLLTX2Video": kl_video(ltx2_temporal),
     # Its cached encoder keeps the mean half of its output and pads a zero logvar: no posterior spread.
     "AutoencoderKLKVAEVideo": kl_video(config_value("temporal_compress_times"), deterministic=True,
                                        channels=config_value("z_channels")),
