@@ -32,7 +32,8 @@ def test_sweep_table_has_one_line_per_size(vae_dir: Path, photo_dir: Path, cli: 
     code, out, _ = cli("estimate", "--model", vae_dir, "--data", photo_dir, "--size", "16,32", "--workers", 0,
                        "--no-progress", "--limit", 6)
     lines = out.strip().splitlines()
-    assert code == 0 and len(lines) == 3 and lines[1].split()[0] == "16" and lines[2].split()[0] == "32"
+    assert code == 0 and len(lines) == 4 and lines[1].split()[0] == "16" and lines[2].split()[0] == "32"
+    assert lines[3].split()[0] == "precision"  # the dtype that ran, once: one pass encodes every size
     assert lines[1].endswith("1.0000")
 
 

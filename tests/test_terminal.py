@@ -111,7 +111,8 @@ def test_tables_fit_100_columns(image_result: dict[str, Any], measure: Callable[
     table = format_table(image_result)
     for key in ("config → std", "±0.1 % needs", "all images"):
         assert key in rows(table)  # the long rows are there, wrapped
-    sweep = format_sweep(measure(vae_dir, photo_dir, limit=4, size="16,32"))
+    sweep = format_sweep(measure(vae_dir, photo_dir, limit=4, size="16,32", dtype="float32"))
+    assert sweep.splitlines()[-1] == "precision  float32 encoder"
     names = [f"run-{k}" for k in range(6)]
     for name in names:
         (tmp_path / f"{name}.json").write_bytes(result_json.read_bytes())
