@@ -132,7 +132,8 @@ def test_clips_per_video_and_fps_pick_the_nearest_frames(videos: Path, ext: str,
     for j, start in enumerate([0, 13]):
         expected = reference_clip(path, [start + i for i in (0, 2, 5, 7, 10)], classic_pixels)
         assert torch.equal(resampled.load(j)[0], expected)
-    assert resampled.recipe() == {"preprocess": "classic-v1-frames", "frames": 5, "fps": 10.0, "clips_per_video": 2}
+    assert resampled.recipe() == {"preprocess": "classic-v1-frames", "crop": True, "frames": 5, "fps": 10.0,
+                                  "clips_per_video": 2}
 
 
 def test_a_clip_decodes_from_the_keyframe_before_it(tmp_path: Path, classic_pixels: Callable,

@@ -102,7 +102,7 @@ def _run(opts: Options) -> list[ResultDict]:
     ckpt = Checkpoint.for_rank(opts.checkpoint, rank, world, _fingerprint(posteriors, recipe, opts, world),
                                opts.checkpoint_every, ids=source.ids, positions=len(positions), unit=source.unit,
                                sizes=opts.sizes)
-    state = (ckpt.resume() if opts.resume and ckpt else None) or Run.empty(len(opts.sizes))
+    state = (ckpt.resume() if opts.resume and ckpt else None) or Run.empty(len(source.views()))
     cache = _latent_cache(opts, state, ckpt, posteriors, recipe, ctx)
     step = Accumulate(state, source, posteriors.fn, seed=opts.seed, strict=opts.strict, cache=cache,
                       edges=histogram_edges_for(posteriors.model),
@@ -159,10 +159,12 @@ def _source_and_posteriors(opts: Options, ctx: RunContext) -> tuple[Source, Post
         encoder = _load_encoder(opts, "cpu", "float32") if opts.model else None
         channels = encoder.info.latent_channels if encoder else None
         source = source_named("latents").open(opts.latents, context_for(opts, "latents", channels))
+        _refuse_foreign_options(opts, source)
         model = _model_field(encoder, opts) if encoder else dict(NO_MODEL)
         return source, Posteriors(source.posterior, model, torch.device("cpu"), "float64", source.moments)
     encoder = _load_encoder(opts, distributed.device_for(opts.device, ctx.rank, ctx.world), opts.dtype)
-    source = open_source(opts.data, functools.partial(context_for, opts), encoder.family.takes)
+    source = open_source(opts.data, functools.partial(context_for, opts), encoder.family.takes,
+                         encoder.info.class_name)
     _refuse_foreign_options(opts, source)
     if not encoder.stochastic and opts.posterior not in (None, "mode"):  # said once, not by the float32 twin
         warnings.warn(f"{encoder.info.class_name} is deterministic: reporting the posterior mode", stacklevel=2)
@@ -174,13 +176,15 @@ def _source_and_posteriors(opts: Options, ctx: RunContext) -> tuple[Source, Post
 
 def _refuse_foreign_options(opts: Options, source: Source) -> None:
     """An option of another kind of data (e.g. --frames for images) would silently do nothing: refuse it."""
+    if len(opts.sizes) > len(source.views()):
+        raise InputError(f"--size {opts.size} lists several sizes, but {source.units} have no size to sweep")
     for kind, own in opts.sources.items():
         if kind == source.kind:
             continue
         for f in dataclasses.fields(own):
             if getattr(own, f.name) != f.default and f.name != "moments":
                 raise InputError(f"--{f.name.replace('_', '-')} is an option of {source_named(kind).units}; "
-                                 f"--data {opts.data} holds {source.units}")
+                                 f"{opts.latents or opts.data} holds {source.units}")
 
 
 def _model_field(encoder: Encoder, opts: Options) -> dict[str, Any]:
@@ -280,8 +284,8 @@ def _unmet(stats: PosteriorStats, opts: Options, stopped_early: bool) -> str | N
 def _results(state: Run, posteriors: Posteriors, source: Source, recipe: dict[str, Any], opts: Options,
              run_info: dict[str, Any], ctx: RunContext) -> list[ResultDict]:
     """One result per view (--size), from the statistics of every rank merged in rank order."""
-    return [_result(v, state, posteriors, source, {**recipe, "size": size}, opts, run_info, ctx)
-            for v, size in enumerate(opts.sizes[:len(state.stats)])]
+    return [_result(v, state, posteriors, source, {**recipe, **view}, opts, run_info, ctx)
+            for v, view in enumerate(source.views()[:len(state.stats)])]
 
 
 def _result(v: int, state: Run, posteriors: Posteriors, source: Source, recipe: dict[str, Any], opts: Options,

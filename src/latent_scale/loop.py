@@ -190,7 +190,11 @@ def running(n: int, f: float, half: float, seconds: float, opts: StopRule, unit:
 @contextlib.contextmanager
 def warnings_above(bar: tqdm) -> Iterator[None]:
     """Warnings said while the bar runs ("skipping X: ...") go through tqdm's own writer: the bar is
-    cleared, the warning gets its own line above it, and the bar is drawn again below."""
+    cleared, the warning gets its own line above it, and the bar is drawn again below. A disabled bar
+    draws nothing, so warnings are left as they are."""
+    if bar.disable:
+        yield
+        return
     shown = warnings.showwarning
 
     def show(*args: Any, **kwargs: Any) -> None:

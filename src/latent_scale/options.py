@@ -110,8 +110,8 @@ class Options:
     def recipe(self) -> dict[str, Any]:
         """What about the options determines the numbers (compared by merge and resume), not how the
         work was split. The source and the encoder add their own parts (preprocessing, dtype)."""
-        return {"data": self.latents or self.data, "size": self.sizes[0], "crop": self.crop,
-                "posterior": self.posterior, "seed": self.seed, "limit": self.limit, "tiling": self.tiling}
+        return {"data": self.latents or self.data, "posterior": self.posterior, "seed": self.seed,
+                "limit": self.limit, "tiling": self.tiling}
 
 
 def check_positive(options: Any, names: tuple[str, ...]) -> None:

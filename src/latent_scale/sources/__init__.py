@@ -18,7 +18,7 @@ from .base import INPUTS, Source, SourceContext
 if TYPE_CHECKING:
     from ..options import Options
 
-BUILTIN_SOURCES = ("datasets", "video", "audio", "latents", "images")  # module names; one line per kind of data
+BUILTIN_SOURCES = ("tables", "video", "audio", "latents", "images")  # module names; one line per kind of data
 
 _REGISTRY: dict[str, type[Source]] = {}
 _ORDER: list[str] = []
@@ -65,10 +65,12 @@ def context_for(opts: Options, kind: str, channels: int | None = None) -> Source
     return SourceContext(opts.sizes, opts.crop, opts.cache_dir, opts.sources.get(kind), channels, opts.column)
 
 
-def open_source(spec: str, context: Callable[[str], SourceContext], takes: Collection[str]) -> Source:
-    """The first source whose input kind the model `takes` and that claims --data `spec`
+def open_source(spec: str, context: Callable[[str], SourceContext], takes: Collection[str], model: str) -> Source:
+    """The first source whose input kind the `model` class takes and that claims --data `spec`
     (`context(kind)`: that source's context, holding its own options)."""
-    for cls in registered():
-        if cls.input in takes and cls.input != "latents" and cls.accepts(spec, context(cls.kind)):
+    candidates = [cls for cls in registered() if cls.input in takes and cls.input != "latents"]
+    for cls in candidates:
+        if cls.accepts(spec, context(cls.kind)):
             return cls.open(spec, context(cls.kind))
-    raise InputError(f"no source can read --data {spec} for a model that takes {' or '.join(sorted(takes))}")
+    wanted = " or ".join(dict.fromkeys(cls.units for cls in candidates))
+    raise InputError(f"{model} encodes {wanted}, and --data {spec} holds none; pass {wanted} with --data")

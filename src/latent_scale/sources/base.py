@@ -32,7 +32,6 @@ class SourceContext:
     own: Any = None
     channels: int | None = None
     column: str | None = None
-    model: str | None = None  # --model as given (None: the default), for messages that suggest what runs offline
 
 
 class Source(ABC):
@@ -85,6 +84,11 @@ class Source(ABC):
         pipeline feeds an encoder one unit at a time (a float32 convolution's rounding depends
         on batch composition, and units of one shape are the only ones that could share)."""
         return True
+
+    def views(self) -> list[dict[str, Any]]:
+        """Each view's part of the recipe: load() returns one tensor per view (pixel sources: one per
+        --size, each its own result); one view by default."""
+        return [{}]
 
     def adapt(self, encoder: Any) -> None:  # noqa: B027 - most sources depend on nothing about the model
         """Settle what depends on the model, once it is loaded (e.g. a video clip's frame count)."""
