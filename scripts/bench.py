@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+ROOT = Path(__file__).resolve().parent.parent
 STATS_SHAPES = ((4, 32, 32), (4, 64, 64), (16, 64, 64))  # SD at 256 / 512 px, a 16-channel VAE at 512 px
 ARCHS = {  # diffusers class and config of each benchmark VAE (random weights)
     # the Stable Diffusion VAE (f/8, 4 channels)
@@ -228,11 +229,12 @@ def naive(model: str, data: str, size: int, limit: int, batch_size: int, workers
     paths = sorted(Path(data).glob("*.jpg"))[:limit]
     loader = DataLoader(paths, batch_size=batch_size, num_workers=workers,
                         collate_fn=lambda ps: torch.stack([tf(open_rgb(p)) for p in ps]))
-    latents = []
+    latents, first = [], None
     with torch.no_grad():
         for x in loader:
+            first = first or process_age()
             latents.append(vae.encode(x.to(device)).latent_dist.sample().cpu())
-    return kept(torch.cat(latents), start)
+    return {**kept(torch.cat(latents), start), "startup_s": first, "process_s": process_age()}
 
 
 def naive_latents(folder: str) -> dict:
@@ -250,17 +252,73 @@ def kept(z: torch.Tensor, start: float) -> dict:
 
 def ours(**options: Any) -> dict:
     """latent_scale.estimate with these options, timed from the call (imports excluded, as for the naive
-    scripts); a --size sweep gives each size's factor."""
-    from latent_scale.estimation import estimate
+    scripts); a --size sweep gives each size's factor. Start-up: from the process's start to the first
+    batch, plus the float32 twin's load (inside the first batch); `steps` times each step before it."""
+    if not options.get("latents"):  # imported here, not inside the model load: timed apart
+        from diffusers import AutoencoderKL  # noqa: F401
+    imported = process_age()
+    from latent_scale import estimation
 
+    marks = {"import_s": process_age()}
+    _instrument(estimation, marks)
     start = time.perf_counter()
-    out = estimate(progress=False, seed=0, **options)
+    out = estimation.estimate(progress=False, seed=0, **options)
     seconds = time.perf_counter() - start
     r, *_ = results = out if isinstance(out, list) else [out]
+    steps = {"python, torch, diffusers": imported, "import latent_scale": marks["import_s"] - imported,
+             **{k: v for k, v in marks.items() if k.endswith(" s")}}
     return {"units": r.num_images, "seconds": seconds, "factor": r.scale_factor, "held_mb": 0.0,
             "factors": [x.scale_factor for x in results], "ci95": r.scale_factor_ci95,
             "stopped_early": r.run.get("stopped_early"), "dtype": r.recipe.get("dtype"),
-            "precision_check": r.run.get("precision_check"), "loop_rate": r.run.get("images_per_s")}
+            "precision_check": r.run.get("precision_check"), "loop_rate": r.run.get("images_per_s"),
+            "run": {k: r.run.get(k) for k in RUN_KEYS}, "process_s": process_age(), "steps": steps,
+            "startup_s": marks.get("first_batch_at", process_age()) + marks.get("float32 twin s", 0.0)}
+
+
+RUN_KEYS = ("achieved_tflops", "peak_tflops", "fraction_of_peak", "memory_format", "seconds")
+TIMED = {"load_model": "model load s", "model_identity": "identity s", "open_source": "listing s",
+         "source_named": "listing s"}  # what estimation calls before the first batch, and its step
+
+
+def _instrument(estimation: ModuleType, marks: dict[str, float]) -> None:
+    """Time the steps before the first batch by wrapping what `estimation` calls (the run's own model load
+    is the first), mark when the encoder first gets a batch, and time how long the run waits for the
+    float32 twin (ChunkedEncoder.float32's first call: its load, or what is left of it)."""
+    from latent_scale.encode import ChunkedEncoder
+
+    def timed(fn: Callable, step: str, once: bool = False) -> Callable:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(*a, **kw)
+            if not (once and step in marks):
+                marks[step] = marks.get(step, 0.0) + time.perf_counter() - start
+            return out
+        return wrapper
+
+    for name, step in TIMED.items():
+        if hasattr(estimation, name):
+            setattr(estimation, name, timed(getattr(estimation, name), step, once=name == "load_model"))
+    ChunkedEncoder.float32 = timed(ChunkedEncoder.float32, "float32 twin s", once=True)
+    call = ChunkedEncoder.__call__
+
+    def first_call(self: ChunkedEncoder, x: torch.Tensor) -> Any:
+        marks.setdefault("first_batch_at", process_age())
+        return call(self, x)
+
+    ChunkedEncoder.__call__ = first_call
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere: since this script loaded)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - LOADED
+
+
+LOADED = time.perf_counter()
 
 
 CHILDREN: dict[str, Callable[..., dict]] = {"naive": naive, "naive_latents": naive_latents, "ours": ours}
@@ -271,7 +329,10 @@ def child(which: str, options: str) -> None:
     kw = json.loads(options)
     if kw.get("threads"):
         torch.set_num_threads(kw.pop("threads"))
-    res = CHILDREN[which](**kw)
+    with tempfile.TemporaryDirectory(prefix="latent-scale-bench-") as cache:
+        if kw.pop("empty_cache", False):
+            kw["cache_dir"] = cache
+        res = CHILDREN[which](**kw)
     res["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(res))
 
@@ -288,11 +349,13 @@ def peak_rss_mb() -> float:
 
 # --- running children and showing what they measured ----------------------------------------------------
 
-def measure(which: str, **kw: object) -> dict:
-    """CHILDREN[which](**kw) in a fresh process (None values dropped: the callee's default)."""
+def measure(which: str, tree: Path | None = None, **kw: object) -> dict:
+    """CHILDREN[which](**kw) in a fresh process (None values dropped: the callee's default), importing
+    latent_scale from `tree` (a copy of another revision, see --against) where given."""
     options = json.dumps({k: v for k, v in kw.items() if v is not None}, default=str)
     cmd = [sys.executable, __file__, "--child", which, options]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")} if tree else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -343,24 +406,149 @@ def loop_text(rs: list[dict]) -> str:
 # --- the sections ---------------------------------------------------------------------------------------
 
 def speed_section(args: argparse.Namespace, tmp: Path) -> None:
-    """The naive script vs latent-scale in float32 vs latent-scale with the auto dtype, side by side."""
+    """The naive script vs latent-scale (float32, the auto dtype, and --against's revision), side by side:
+    end to end from each process's start, start-up, and the encode loop's share of this CPU's peak."""
     model, data = build_vae(args.arch, tmp), write_images(tmp, args.images, args.size)
     common = {"model": model, "data": data, "size": args.size, "limit": args.images,
               "batch_size": args.batch_size, "device": args.device}
     runs = {"naive script (fp32, 4 workers)": ("naive", {**common, "workers": 4}),
             "latent-scale --dtype float32": ("ours", {**common, "dtype": "float32"}),
             "latent-scale --dtype auto": ("ours", {**common, "dtype": "auto"})}
+    if args.against:
+        runs[f"latent-scale --dtype auto at {args.against}"] = ("ours", {**common, "tree": against(args, tmp)})
+    peaks = measure_peaks(args.device)
     results = interleaved(runs, args.repeats)
     base = results["naive script (fp32, 4 workers)"]
-    flops = encoder_flops(str(model), args.size)
     print(f"\nSpeed: {args.arch} VAE, {args.size} px, {args.images} images, batch {args.batch_size}, "
-          f"{args.device}, {args.repeats} interleaved repeats (images/s per repeat)")
-    table("run|dtype|images/s|vs naive|TFLOP/s|loop images/s|factor|precision check",
-          [[name, rs[-1].get("dtype") or "float32", rates_text(rs), ratio_text(rs, base),
-            f"{flops * statistics.median(map(rate, rs)) / 1e12:.3f}", loop_text(rs), f"{rs[-1]['factor']:.5f}",
-            precision_text(rs[-1].get("precision_check"))] for name, rs in results.items()])
-    print("\nimages/s: the whole job (model loading, the float32 twin of a precision check, FLOP counting, "
-          "every batch); loop images/s: latent-scale's own count of its encode loop.")
+          f"{args.device}, {cpu_line()}, {args.repeats} interleaved repeats; peak {peaks}")
+    table("run|dtype|layout|end to end s|vs naive|start-up s|loop images/s|loop TFLOP/s|share of peak|factor|"
+          "precision check", [speed_row(name, rs, base) for name, rs in results.items()])
+    print("\nend to end: from the process's start (imports included) to the answer, median of the repeats; "
+          "vs naive: the naive script's time over this one's, per repeat, median; start-up: before the first "
+          "batch, plus the float32 twin's load; loop: latent-scale's own count of its encode loop (batches, "
+          "the precision check's float32 encode, the statistics).")
+
+
+def speed_row(name: str, rs: list[dict], base: list[dict]) -> list[object]:
+    """One run's cells: median over its repeats (each against the naive run of the same repeat)."""
+    run, med = rs[-1].get("run") or {}, statistics.median
+    loop = [r["run"]["achieved_tflops"] for r in rs if (r.get("run") or {}).get("achieved_tflops")]
+    share = [r["run"]["fraction_of_peak"] for r in rs if (r.get("run") or {}).get("fraction_of_peak")]
+    return [name, rs[-1].get("dtype") or "float32", run.get("memory_format") or "–",
+            f"{med(r['process_s'] for r in rs):.1f}",
+            f"{med(b['process_s'] / r['process_s'] for r, b in zip(rs, base, strict=True)):.2f}x",
+            f"{med(r['startup_s'] for r in rs):.1f}", loop_text(rs),
+            f"{med(loop):.3f}" if loop else "–", f"{100 * med(share):.0f} %" if share else "–",
+            f"{rs[-1]['factor']:.5f}", precision_text(rs[-1].get("precision_check"))]
+
+
+def measure_peaks(device: str) -> str:
+    """This CPU's practical peak per dtype, measured now (or read from the cache) so no timed run pays it."""
+    if device != "cpu":
+        return "from the GPU datasheet table"
+    from latent_scale.hardware import cpu_peak_tflops
+    from latent_scale.sources.images import cache_root
+
+    peaks = {name: cpu_peak_tflops(getattr(torch, name), cache_root()) for name in ("float32", "bfloat16")}
+    return ", ".join(f"{name} {tflops:.3f} TFLOP/s" for name, tflops in peaks.items())
+
+
+def cpu_line() -> str:
+    """The CPU model, its cores and vector units: every figure is per CPU model."""
+    from latent_scale.hardware import cpu_facts
+
+    f = cpu_facts()
+    units = [name for name in ("avx2", "avx512", "bf16_units", "amx") if f[name]]
+    return f"{f['cpu']} ({f['cores']} cores, {', '.join(units) or 'no AVX2'})"
+
+
+def against(args: argparse.Namespace, tmp: Path) -> Path:
+    """A folder holding src/ of another latent_scale: --against itself when it is one, else that git
+    revision's src/ extracted (git archive: the working tree is untouched)."""
+    if (Path(args.against) / "src" / "latent_scale").is_dir():
+        return Path(args.against).resolve()
+    out = tmp / f"against-{args.against.replace('/', '_')}"
+    if not out.exists():
+        out.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against, "src"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+STEPS = ("python, torch, diffusers", "import latent_scale", "model load s", "identity s", "listing s",
+         "float32 twin s")
+
+
+def startup_section(args: argparse.Namespace, tmp: Path) -> None:
+    """Each step before the first batch, in fresh processes, this tree beside --against's: the first run on
+    a machine (empty cache: the weights get hashed) and a later one (cache warm)."""
+    model, data = build_vae(args.arch, tmp), write_images(tmp, args.batch_size, args.size)
+    common = {"model": model, "data": data, "size": args.size, "limit": args.batch_size,
+              "batch_size": args.batch_size, "device": args.device, "dtype": "auto"}
+    trees = {"this tree": None, **({args.against: against(args, tmp)} if args.against else {})}
+    measure_peaks(args.device)
+    runs = {f"{label}, {kind}": ("ours", {**common, "tree": tree, "empty_cache": kind.startswith("first")})
+            for label, tree in trees.items() for kind in ("first run (empty cache)", "later run")}
+    results = interleaved(runs, args.repeats)
+    print(f"\nStart-up: {args.arch} VAE, {args.size} px, dtype auto, {args.device}, {cpu_line()}; seconds before "
+          f"the first batch (plus the float32 twin's load), median of {args.repeats} interleaved fresh processes")
+    rows = []
+    for name, rs in results.items():
+        steps = [statistics.median(r["steps"].get(step, 0.0) for r in rs) for step in STEPS]
+        total = statistics.median(r["startup_s"] for r in rs)
+        rows.append([name, *(f"{v:.2f}" for v in steps), f"{total - sum(steps):.2f}", f"{total:.2f}"])
+    table("run|" + "|".join(step.removesuffix(" s") for step in STEPS) + "|other|start-up", rows)
+
+
+LAYOUTS = {"contiguous (NCHW)": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def layout_section(args: argparse.Namespace, tmp: Path) -> None:
+    """The SD encoder in each memory layout and dtype, in this process, interleaved, best of --repeats + 2."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(build_vae("sd", tmp)).eval()
+    x = torch.randn(2, 3, args.size, args.size)
+    print(f"\nLayout: SD encoder, {args.size} px, batch 2, {args.device}, {cpu_line()}, "
+          f"{torch.get_num_threads()} threads (images/s, best of {args.repeats + 2} interleaved)")
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        encoders = {name: layout_encoder(vae, dtype, fmt, args.device) for name, fmt in LAYOUTS.items()}
+        best = dict.fromkeys(encoders, float("inf"))
+        with torch.inference_mode():
+            for _ in range(args.repeats + 2):
+                for name, enc in encoders.items():
+                    start = time.perf_counter()
+                    enc(x.to(args.device, dtype))
+                    best[name] = min(best[name], time.perf_counter() - start)
+        nchw, last = (len(x) / best[name] for name in LAYOUTS)
+        rows.append([str(dtype).removeprefix("torch."), f"{nchw:.3f}", f"{last:.3f}", f"{last / nchw:.2f}x"])
+    table("dtype|" + "|".join(LAYOUTS) + "|channels_last speed-up", rows)
+
+
+def layout_encoder(vae: torch.nn.Module, dtype: torch.dtype, fmt: torch.memory_format,
+                   device: str) -> torch.nn.Module:
+    """A copy of the encoder half in `dtype`, its convolution weights in `fmt`; warmed up once."""
+    import copy
+
+    enc = torch.nn.Sequential(copy.deepcopy(vae.encoder), copy.deepcopy(vae.quant_conv)).to(device, dtype)
+    for p in enc.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=fmt)
+    with torch.inference_mode():
+        enc(torch.zeros(1, 3, 64, 64, device=device, dtype=dtype))
+    return enc
+
+
+def peak_section(args: argparse.Namespace, tmp: Path) -> None:
+    """This CPU's practical peak per dtype: the probe latent-scale runs once and caches, run again now."""
+    from latent_scale.hardware import peak_key, probe_tflops
+
+    print(f"\nPeak: {cpu_line()}, {torch.get_num_threads()} threads (TFLOP/s, best of 3 after a warm-up)")
+    table("dtype|2048² matmul|3×3 convolution|practical peak|cache key", [
+        [name, f"{p['matmul']:.3f}", f"{p['conv3x3']:.3f}", f"{max(p.values()):.3f}", peak_key(getattr(torch, name))]
+        for name, p in ((name, probe_tflops(getattr(torch, name))) for name in ("float32", "bfloat16"))])
 
 
 def worker_configs(cores: int) -> dict[str, dict[str, int | None]]:
@@ -558,6 +746,7 @@ def cli_section(args: argparse.Namespace, tmp: Path) -> None:
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
+    "peak": peak_section, "layout": layout_section, "startup": startup_section,
     "cli": cli_section, "stats": stats_section, "speed": speed_section, "latents": latents_section,
     "video": video_section, "audio": audio_section, "sweep": sweep_section, "forecast": forecast_section,
     "workers": workers_section, "memory": memory_section, "tol": tol_section}
@@ -582,6 +771,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video-size", type=int, default=128, help="frame size for the video rows")
     p.add_argument("--sweep-images", type=int, default=48, help="images for the sweep rows")
     p.add_argument("--stats-against", help="another stats.py to time beside this tree's")
+    p.add_argument("--against", metavar="REV", help="a git revision (or a folder holding src/) whose latent_scale "
+                   "runs beside this tree's in the speed and startup sections")
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--device", default="cpu")
     p.add_argument("--child", nargs=2, metavar=("WHICH", "OPTIONS_JSON"), help=argparse.SUPPRESS)

@@ -72,6 +72,31 @@ def test_weight_hashes_are_cached_so_a_second_run_reads_nothing(vae_dir: Path, t
     assert model_identity(folder_info(str(vae_dir)), loaded_config(vae_dir), tmp_path) == first
 
 
+def test_weights_prefetched_while_the_model_loads_give_the_same_identity(tmp_path: Path) -> None:
+    """A pipeline folder: its vae/ weights hash in the background; the identity is the independent sha256
+    of the file's bytes, and a file rewritten after the prefetch is hashed again, not taken from it."""
+    weights = tmp_path / "pipe" / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"first weights")
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    info = folder_info(str(tmp_path / "pipe"), "vae")
+
+    def expected(content: bytes) -> str:
+        return hashlib.sha256(f"{weights.name}:{hashlib.sha256(content).hexdigest()}".encode()).hexdigest()
+
+    identity.prefetch_weight_hashes(str(tmp_path / "pipe"), None, tmp_path / "cache")
+    assert len(identity._PENDING) == 1
+    assert model_identity(info, {}, tmp_path / "cache")["weights_sha256"] == expected(b"first weights")
+    assert identity._PENDING == {}
+    identity.prefetch_weight_hashes(str(tmp_path / "pipe"), "vae", tmp_path / "cache")
+    assert identity._PENDING == {}  # cached: nothing to hash
+    weights.write_bytes(b"other weights, longer")
+    identity.prefetch_weight_hashes(str(tmp_path / "pipe"), "vae", tmp_path / "cache")
+    weights.write_bytes(b"third weights, longest")  # changed again after the prefetch started
+    assert model_identity(info, {}, tmp_path / "cache")["weights_sha256"] == expected(b"third weights, longest")
+    identity._PENDING.clear()
+
+
 def test_damaged_hash_cache_is_rebuilt(vae_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "weights-hashes.json").write_text("[not json")
     out = model_identity(folder_info(str(vae_dir)), loaded_config(vae_dir), tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,21 @@ def is_oom(e: BaseException) -> bool:
 
 class ChunkedEncoder:
     """Encodes a batch in chunks: on out-of-memory halves the chunk and retries the same units; a
-    non-finite chunk in a low-precision dtype is encoded again by a true float32 twin of the model."""
+    non-finite chunk in a low-precision dtype is encoded again by a true float32 twin of the model.
+
+    A low-precision run always needs the twin (its first chunk's precision check), so the twin starts
+    loading in a background thread at once, while the run hashes the weights, lists the data and
+    decodes the first batch."""
 
     def __init__(self, encoder: Encoder, float32: Callable[[], Encoder], chunk: int, auto: bool,
                  count_flops: bool, compile: bool) -> None:
         self.encoder, self._load_float32 = encoder, float32
         self._float32: Encoder | None = None
+        self._twin: Future[Encoder] | None = None
+        if encoder.dtype != torch.float32:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="latent-scale-float32-twin")
+            self._twin = pool.submit(float32)
+            pool.shutdown(wait=False)  # the load still runs; the thread ends with it
         self.chunk, self.auto = chunk, auto
         self.count_flops, self.compile = count_flops, compile
         self.flops_per_unit: float | None = None
@@ -43,7 +53,8 @@ class ChunkedEncoder:
         """The model loaded again in float32, on first need: casting the low-precision encoder up
         would keep its rounded weights."""
         if self._float32 is None:
-            self._float32 = self._load_float32()
+            twin, self._twin = self._twin, None
+            self._float32 = twin.result() if twin else self._load_float32()
         return self._float32
 
     def _first(self, x: torch.Tensor) -> Posterior:

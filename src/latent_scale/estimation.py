@@ -21,14 +21,14 @@ from .distributed import RunContext
 from .encode import ChunkedEncoder, Posterior, speed
 from .errors import InputError
 from .forecast import forecast
-from .identity import data_identity, model_identity
-from .outputs import check_run_outputs, write_json
-from .saved_latents import LatentWriter
+from .identity import data_identity, model_identity, prefetch_weight_hashes
 from .loop import Accumulate, StopRule, drive
 from .models import Encoder, load_model
 from .options import DEFAULT_MODEL, Options, make_options, parse_shard
+from .outputs import check_run_outputs, write_json
 from .precision import precision_warning
 from .report import histogram_edges_for
+from .saved_latents import LatentWriter
 from .schema.build import ResultDict, build_result, check_spread, frames_result, population
 from .sources import context_for, open_source, source_named
 from .sources.base import Source, order
@@ -155,6 +155,8 @@ def _check_run(opts: Options, ctx: RunContext) -> None:
 def _source_and_posteriors(opts: Options, ctx: RunContext) -> tuple[Source, Posteriors]:
     """The model first (its family says which input kinds it takes), then the first source that takes
     --data; stored latents go to the latent source, checked against the optional --model's channels."""
+    if opts.model:  # a local model's weights are hashed (for its identity) while it loads
+        prefetch_weight_hashes(opts.model, opts.subfolder, cache_root(opts.cache_dir))
     if opts.latents:
         encoder = _load_encoder(opts, "cpu", "float32") if opts.model else None
         channels = encoder.info.latent_channels if encoder else None

@@ -12,7 +12,10 @@ import base64
 import hashlib
 import json
 import os
+import threading
 import zlib
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -103,19 +106,70 @@ class HashCache:
         self.entries: dict[str, str] = saved if isinstance(saved, dict) else {}
 
     def sha256(self, path: Path) -> str:
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+        """The cached hash, else the one prefetch_weight_hashes is computing, else computed now."""
+        real, key = _cache_key(path)
         if not isinstance(self.entries.get(key), str):
             self.entries = {k: v for k, v in self.entries.items() if not k.startswith(f"{real}|")}
-            self.entries[key] = file_sha256(real)
+            pending = _PENDING.pop(key, None)
+            self.entries[key] = pending.result() if pending else file_sha256(real)
             self.changed = True
         return self.entries[key]
+
+    def cached(self, path: Path) -> bool:
+        return isinstance(self.entries.get(_cache_key(path)[1]), str)
 
     def save(self) -> None:
         if self.changed:
             write_json(self.path, self.entries)
             self.changed = False
+
+
+def _cache_key(path: Path) -> tuple[str, str]:
+    """(real path, cache key): the file's real path, size and mtime, so a changed file is hashed again."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return real, f"{real}|{st.st_size}|{st.st_mtime_ns}"
+
+
+_PENDING: dict[str, Future[str]] = {}  # cache key -> the hash a background thread is computing
+
+
+def prefetch_weight_hashes(model: str, subfolder: str | None, cache_dir: str | Path) -> None:
+    """Start hashing a local model's weight files not yet in the cache, in a background thread, so the
+    hashes are ready (or nearly) when model_identity asks after the load: the first run on a machine
+    hashes while the model loads. A daemon thread: an early error never waits for it."""
+    cache = HashCache(Path(cache_dir) / HASHES_FILE)
+    for path in _local_weights(Path(model).expanduser(), subfolder):
+        try:
+            real, key = _cache_key(path)
+        except OSError:
+            continue  # the load says what is wrong with it
+        if key not in _PENDING and not cache.cached(path):
+            _PENDING[key] = _in_background(file_sha256, real)
+
+
+def _local_weights(path: Path, subfolder: str | None) -> list[Path]:
+    """The weight files a load of `path` will most likely read (a wrong guess only costs a hash)."""
+    if path.is_file():
+        return [path] if path.name.endswith(WEIGHT_SUFFIXES) else []
+    folder = path / subfolder if subfolder else path
+    if not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES) and p.is_file())
+    return files or ([] if subfolder else _local_weights(path / "vae", None))
+
+
+def _in_background(fn: Callable[..., str], *args: Any) -> Future[str]:
+    future: Future[str] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # handed to whoever asks for the result
+            future.set_exception(e)
+
+    threading.Thread(target=work, name="latent-scale-hash", daemon=True).start()
+    return future
 
 
 def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
