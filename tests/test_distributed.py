@@ -42,6 +42,7 @@ def one_process(measure: Callable[..., Any]) -> Callable[..., dict]:
     return functools.partial(measure, batch_size=4)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_one_process(vae_dir: Path, photo_dir: Path, tmp_path: Path,
                                               one_process: Callable[..., dict]) -> None:
     out = tmp_path / "two.json"
@@ -98,6 +99,7 @@ def wait_for(path: Path, proc: subprocess.Popen, at_least: int) -> int:
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.slow
 def test_sigterm_then_sigkill_then_resume_equals_uninterrupted(vae_dir: Path, photo_dir: Path, tmp_path: Path,
                                                                cli: Cli, one_process: Callable[..., dict]) -> None:
     """SIGTERM saves and exits 130; SIGKILL loses at most the batches since the last periodic save;

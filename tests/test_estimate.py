@@ -165,6 +165,7 @@ def test_speed_is_reported_from_counted_flops(vae_dir: Path, photo_dir: Path, ru
     assert r.run["fraction_of_peak"] == pytest.approx(r.run["achieved_tflops"] / 1.0, rel=1e-12)  # conftest's peak
 
 
+@pytest.mark.slow
 def test_compile_gives_the_eager_result(vae_dir: Path, photo_dir: Path, reference: dict, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch, run: Run) -> None:
     """--compile (inductor's C++ backend on CPU, about 20 s): same numbers, first chunk eager for FLOPs."""
