@@ -79,6 +79,34 @@ def test_a_damaged_cache_is_measured_again_and_float16_is_not_probed(cpuinfo: Pa
     assert probes == [torch.float32, torch.bfloat16]
 
 
+class Clocks:
+    """time.perf_counter and time.process_time that each call to the probed kernel advances by given steps."""
+
+    def __init__(self, steps: list[tuple[float, float]]) -> None:
+        self.steps, self.wall, self.cpu = steps, 0.0, 0.0
+
+    def perf_counter(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
+
+    def kernel(self) -> None:
+        wall, cpu = self.steps.pop(0)
+        self.wall, self.cpu = self.wall + wall, self.cpu + cpu
+
+
+def test_probe_time_is_the_cores_own_when_other_programs_took_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 threads. Call 1 warms up; call 2: 1 s wall but 0.5 s CPU (0.25 s per thread: the machine was busy);
+    call 3: 0.4 s wall, 0.8 s CPU (idle, both threads busy); call 4: no CPU time read, so its wall time."""
+    clocks = Clocks([(9.0, 9.0), (1.0, 0.5), (0.4, 0.8), (0.3, 0.0)])
+    monkeypatch.setattr(hardware, "time", clocks)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert hardware._best_seconds(clocks.kernel, 2) == pytest.approx(0.25, rel=1e-12)
+    clocks.steps = [(9.0, 9.0), (0.4, 0.8), (0.3, 0.0)]
+    assert hardware._best_seconds(clocks.kernel, 2) == pytest.approx(0.3, rel=1e-12)
+
+
 def test_speed_is_the_share_of_the_peak(cpuinfo: Path, probes: list, tmp_path: Path) -> None:
     """2e11 FLOPs per unit, 10 units in 4 s: 0.5 TFLOP/s, against a 0.3 TFLOP/s peak."""
     out = hardware.speed(2e11, 10, 4.0, torch.device("cpu"), torch.bfloat16, tmp_path)

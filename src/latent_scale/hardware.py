@@ -2,10 +2,12 @@
 the memory layout its convolutions run fastest in.
 
 A CPU's peak is measured, not looked up: the faster of a 2048² matmul and a 3×3 convolution (the
-encoder's own kernel) in the run's dtype and thread count, best of a few, once per (CPU model, torch
-version, threads, dtype) and cached in the cache folder. Both count because the libraries differ per
-vendor: MKL multiplies float32 matrices at half speed on AMD CPUs, while oneDNN's convolutions use
-every vector unit. GPUs use the published dense tensor-core peaks.
+encoder's own kernel) in the run's dtype and thread count, best of a few, timed by the cores' own time
+so that other programs running meanwhile do not lower it, once per (CPU model, torch version, threads,
+dtype) and cached in the cache folder; a run's share of it is what the run got of this CPU. Both
+kernels count because the libraries differ per vendor: MKL multiplies float32 matrices at half speed
+on AMD CPUs, while oneDNN's convolutions use every vector unit. GPUs use the published dense
+tensor-core peaks.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .errors import InputError
 
 CPUINFO = "/proc/cpuinfo"
 PEAK_FILE = "peak-tflops.json"
-PROBE_REPEATS = 3  # best of: the first call of each kernel warms up (oneDNN builds it) and is not timed
+PROBE_REPEATS = 6  # best of: the first call of each kernel warms up (oneDNN builds it) and is not timed
 
 # Dense peaks (TFLOP/s) from the vendors' datasheets: bfloat16/float16 tensor cores, and TF32, which
 # float32 convolutions use on these GPUs (torch.backends.cudnn.allow_tf32 is on by default). The
@@ -89,12 +91,16 @@ def _cores() -> int:
 
 
 def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """The kernel's seconds on an otherwise idle machine: per call, the wall time or, when other programs
+    took turns on the cores, the process's CPU time per thread (each thread's time on a core, so a busy
+    moment does not lower the peak that is cached for good); the best of `repeats` after a warm-up."""
     fn()
-    best = float("inf")
+    best, threads = float("inf"), torch.get_num_threads()
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - start)
+        wall, on_cores = time.perf_counter() - start, (time.process_time() - cpu) / threads
+        best = min(best, wall, on_cores if on_cores > 0 else wall)
     return best
 
 
