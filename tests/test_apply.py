@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -393,6 +395,35 @@ def test_apply_nulls_keys_whose_class_default_would_normalise(result: dict[str, 
     init, *_ = AutoencoderKLMochi.extract_init_dict(_config(folder))
     assert init["latents_mean"] is None and init["latents_std"] is None
     assert "latents_mean=null" in describe_apply(done)
+
+
+def test_class_keys_are_the_defaults_of_each_class_in_diffusers() -> None:
+    """apply's table of the convention keys each class reads (so it never imports diffusers) against the
+    installed diffusers' signatures, for every supported class diffusers has."""
+    import inspect
+
+    import diffusers
+
+    from latent_scale.apply import CLASS_KEYS, PER_CHANNEL
+    from latent_scale.models import FAMILIES
+
+    have = [name for name in FAMILIES if hasattr(diffusers, name)]
+    assert set(have) <= set(CLASS_KEYS) and set(CLASS_KEYS) <= set(FAMILIES)
+    for name in have:
+        params = inspect.signature(getattr(diffusers, name).__init__).parameters
+        found = {k: PER_CHANNEL if isinstance(params[k].default, (list, tuple)) else params[k].default
+                 for k in CONVENTION_KEYS if k in params}
+        assert CLASS_KEYS[name] == found, name
+
+
+def test_apply_dry_run_imports_neither_torch_nor_diffusers(result_json: Path, vae_copy: Path) -> None:
+    """A good result checked against its state and the config checked against the class: all in plain Python."""
+    probe = ("import sys\nfrom latent_scale.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+             "    print(e.code, sorted(m for m in ('torch', 'diffusers') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe, "apply", str(result_json), "--to", str(vae_copy), "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+    assert "would set scaling_factor=" in proc.stdout
 
 
 # --- fuzz: any mutation of a valid result gives a sound config or one InputError ----------------------------------

@@ -8,6 +8,8 @@ import copy
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -230,3 +232,81 @@ def test_checkpoint_checksum_covers_done(checkpoint: Doc) -> None:
     sealed = seal(copy.deepcopy(checkpoint))
     sealed["run"]["upcast_chunks"] += 1
     assert "state_sha256 does not match its run" in refused(lambda: check_checkpoint(sealed, "c.json", 24))
+
+
+def _mismatches(plain: Any, reference: Any, path: str = "") -> list[str]:
+    """Where the plain-Python numbers differ from torch's: counts exactly, floats to 1e-12 (relative, or
+    absolute for numbers near 0 such as a skew), undefined (NaN) only where the reference's is."""
+    if isinstance(reference, dict):
+        if not isinstance(plain, dict) or plain.keys() != reference.keys():
+            return [f"{path}: keys {sorted(plain)} != {sorted(reference)}"]
+        return [m for k in reference for m in _mismatches(plain[k], reference[k], f"{path}.{k}")]
+    if isinstance(reference, list):
+        if not isinstance(plain, list) or len(plain) != len(reference):
+            return [f"{path}: {plain!r} != {reference!r}"]
+        pairs = enumerate(zip(plain, reference, strict=True))
+        return [m for i, (a, b) in pairs for m in _mismatches(a, b, f"{path}[{i}]")]
+    if reference is None or isinstance(reference, int):
+        same = plain == reference and type(plain) is type(reference)
+    elif math.isnan(reference):
+        same = isinstance(plain, float) and math.isnan(plain)
+    else:
+        same = isinstance(plain, float) and math.isclose(plain, reference, rel_tol=1e-12, abs_tol=1e-12)
+    return [] if same else [f"{path}: {plain!r} != {reference!r}"]
+
+
+def _estimates_agree(state_json: Doc, population: int | None) -> None:
+    """recompute.estimates (plain Python, what reading a result checks) against PosteriorStats.estimates."""
+    from latent_scale.schema import recompute
+    from latent_scale.schema.parse import parse
+    from latent_scale.stats import PosteriorStats
+
+    plain = recompute.estimates(parse(schema.State, state_json, "state"), population)
+    reference = PosteriorStats.from_dict(state_json).estimates(population)
+    assert not _mismatches(plain, reference), _mismatches(plain, reference)[:5]
+
+
+def test_numbers_checked_on_reading_equal_the_statistics_on_a_real_result(result: Doc) -> None:
+    assert result["recipe"]["dataset_size"] is not None and result["state"]["stochastic"]
+    for population in (None, result["recipe"]["dataset_size"]):
+        _estimates_agree(result["state"], population)
+
+
+@pytest.mark.parametrize(("stochastic", "units", "batches"), [(True, 5, 2), (False, 5, 2), (True, 1, 1)])
+def test_numbers_checked_on_reading_equal_the_statistics_far_from_zero(stochastic: bool, units: int,
+                                                                        batches: int) -> None:
+    """Latents whose mean is 100 times their spread, 3-D ones (clips), and a single unit (no interval)."""
+    import torch
+
+    from latent_scale.stats import PosteriorStats, histogram_edges
+
+    g = torch.Generator().manual_seed(0)
+    stats = PosteriorStats(3, stochastic, histogram_edges(2.0))
+    for _ in range(batches):
+        mu = 200 + 2 * torch.randn(units, 3, 2, 5, 4, generator=g, dtype=torch.float64)
+        sigma = torch.rand(mu.shape, generator=g, dtype=torch.float64) if stochastic else None
+        stats.update(mu, sigma, torch.randn(mu.shape, generator=g, dtype=torch.float64) if stochastic else None)
+    _estimates_agree(stats.to_dict(), 4 * units * batches)
+
+
+@pytest.mark.parametrize("stochastic", [True, False])
+def test_posterior_rules_read_back_are_those_of_the_statistics(stochastic: bool) -> None:
+    from latent_scale.options import POSTERIORS
+    from latent_scale.schema import recompute
+    from latent_scale.stats import PosteriorStats
+
+    stats = PosteriorStats(2, stochastic)
+    for posterior in POSTERIORS:
+        assert (recompute.realised_key(posterior, stochastic), recompute.base_key(posterior, stochastic)) == (
+            stats.realised_key(posterior), stats.base_key(posterior))
+
+
+def test_reading_a_result_back_needs_no_torch(result_json: Path) -> None:
+    """apply, compare and plot check a result against its state before (or without) importing torch."""
+    probe = ("import json, sys\nfrom latent_scale.schema import read_result\n"
+             f"r = read_result(json.loads(open({str(result_json)!r}).read()), 'r.json')\n"
+             "print(r.scale_factor, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    factor, torch_loaded = proc.stdout.split()
+    assert (float(factor), torch_loaded) == (json.loads(result_json.read_text())["scale_factor"], "False")

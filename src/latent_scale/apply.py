@@ -23,6 +23,42 @@ from .schema.sweep import pick_size, read_result_file, read_results
 
 FLAGS = {"scale": "a plain apply", "shift": "--shift", "per_channel": "--per-channel", "rms": "--rms"}
 POSITIVE = ("scaling_factor", "latents_std")  # divided by or multiplied into latents: must be > 0
+PER_CHANNEL = "per-channel constants"  # a class default of one value per channel (it normalises)
+# The convention keys each supported class's __init__ takes, with their defaults (diffusers 0.42): all
+# apply needs to know of a class, without importing diffusers (seconds). tests/test_apply.py checks it
+# against the installed diffusers' signatures; a class missing here is read from diffusers itself.
+_NONE = {"shift_factor": None, "latents_mean": None, "latents_std": None}
+_STATS = {"latents_mean": PER_CHANNEL, "latents_std": PER_CHANNEL}
+CLASS_KEYS: dict[str, dict[str, Any]] = {
+    "AutoencoderKL": {"scaling_factor": 0.18215, **_NONE},
+    "AsymmetricAutoencoderKL": {"scaling_factor": 0.18215},
+    "AutoencoderKLTemporalDecoder": {"scaling_factor": 0.18215},
+    "ConsistencyDecoderVAE": {"scaling_factor": 0.18215},
+    "AutoencoderKLHunyuanImage": {"scaling_factor": None},
+    "AutoencoderDC": {"scaling_factor": 1.0},
+    "AutoencoderTiny": {"scaling_factor": 1.0, "shift_factor": 0.0},
+    "VQModel": {"scaling_factor": 0.18215},
+    "AutoencoderRAE": {"scaling_factor": 1.0, "latents_mean": None, "latents_std": None},
+    "AutoencoderKLWan": _STATS,
+    "AutoencoderKLCogVideoX": {"scaling_factor": 1.15258426, **_NONE},
+    "AutoencoderKLHunyuanVideo": {"scaling_factor": 0.476986},
+    "AutoencoderKLLTXVideo": {"scaling_factor": 1.0},
+    "AutoencoderKLMochi": {"scaling_factor": 1.0, **_STATS},
+    "AutoencoderKLHunyuanVideo15": {"scaling_factor": 1.03682},
+    "AutoencoderKLLTX2Video": {"scaling_factor": 1.0},
+    "AutoencoderKLMagvit": {"scaling_factor": 0.7125},
+    "AutoencoderKLCosmos": {"scaling_factor": 1.0, **_STATS},
+    "AutoencoderKLMiniMaxH3": _STATS,
+    "Kandinsky6SRVAE": {"scaling_factor": 0.910344004631042},
+    "AutoencoderKLQwenImage": _STATS,
+    "AutoencoderKLQwenImage21": _STATS,
+    "AutoencoderKLHunyuanImageRefiner": {"scaling_factor": 1.03682},
+    "AutoencoderKLMiniMaxH3Audio": {"latents_mean": None, "latents_std": None},
+    "MMAudioVAE": {"scaling_factor": 0.417},
+    **dict.fromkeys(("AutoencoderKLFlux2", "AutoencoderKLKVAE", "AutoencoderKLKVAEVideo", "AutoencoderVidTok",
+                     "AutoencoderOobleck", "AutoencoderSAME", "AutoencoderKLKVAEAudio", "Cosmos3AVAEAudioTokenizer",
+                     "AutoencoderKLLTX2Audio", "LongCatAudioDiTVae"), {}),  # read none of them
+}
 
 
 def apply_result(result: dict[str, Any] | list[dict[str, Any]] | str | Path, to: str | Path, *, shift: bool = False,
@@ -140,7 +176,10 @@ def _check_target(r: Result, config: dict[str, Any], path: Path, force: bool) ->
 
 
 def _class_defaults(class_name: str) -> dict[str, Any] | None:
-    """The config keys a diffusers class reads, with their defaults; None for a class diffusers lacks."""
+    """The convention keys a diffusers class reads, with their defaults (CLASS_KEYS; diffusers' own
+    signature for a class registered later); None for a class diffusers lacks."""
+    if class_name in CLASS_KEYS:
+        return CLASS_KEYS[class_name]
     import inspect
 
     import diffusers
@@ -148,7 +187,8 @@ def _class_defaults(class_name: str) -> dict[str, Any] | None:
     cls = getattr(diffusers, class_name, None)
     if cls is None:
         return None
-    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in params.items() if k in CONVENTION_KEYS}
 
 
 def _values(r: Result, convention: str, name: str) -> dict[str, dict[str, Any]]:

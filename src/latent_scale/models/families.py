@@ -6,11 +6,14 @@ Extend it with register_family(); a class already known is refused unless replac
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .families_audio import AUDIO_FAMILIES
 from .families_video import VIDEO_FAMILIES
 from .family import INPUT_KINDS, Family, config_value
+
+if TYPE_CHECKING:
+    import torch
 
 KL = Family("latent_dist")
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Config = Mapping[str, Any]
 INPUT_KINDS = ("pixels", "waveform", "mel")  # what encode() takes; a mel is computed from a waveform
@@ -85,6 +86,8 @@ class Family:
 
 def _logvar(dist: Any) -> torch.Tensor:
     """The posterior's log-variance as the class holds it (bit for bit where it keeps one), else from its std."""
+    import torch
+
     logvar = getattr(dist, "logvar", None)
     return logvar if logvar is not None else 2 * torch.log(dist.std)
 

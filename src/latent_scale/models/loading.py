@@ -21,6 +21,7 @@ from ..hub import SINGLE_FILE_SUFFIXES, is_hub_id, missing_model
 from .device import resolve_device, resolve_dtype
 from .encoder import Encoder
 from .families import FAMILIES, REFUSED
+from .folders import latent_channels, local_subfolder, vae_component
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 OFFLINE_HINT = (
@@ -38,44 +39,6 @@ def _load_json(source: str, name: str, subfolder: str | None, revision: str | No
         config_name = name
 
     return dict(_File.load_config(source, subfolder=subfolder, revision=revision, cache_dir=cache_dir))
-
-
-def _vae_component(index: dict[str, Any], where: str) -> str:
-    """The autoencoder a pipeline's model_index.json names: `vae`, else the first of a supported
-    class (Kandinsky 2.2 calls its VQModel `movq`)."""
-    classes = {k: v[1] for k, v in index.items() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)}
-    if "vae" in classes:
-        return "vae"
-    found = [k for k, cls in classes.items() if cls in FAMILIES]
-    if not found:
-        raise InputError(f"no autoencoder found in {where}: its model_index.json names no `vae` component "
-                         "and none of a supported class; pass --subfolder")
-    return found[0]
-
-
-def local_subfolder(root: Path, subfolder: str | None) -> str | None:
-    """Where the autoencoder's config.json is in a local folder: --subfolder, the folder itself,
-    the component its model_index.json names, or vae/."""
-    if subfolder:
-        if not (root / subfolder / "config.json").is_file():
-            raise InputError(f"no config.json in {root / subfolder}; check --subfolder")
-        return subfolder
-    if (root / "config.json").is_file():
-        return None
-    index = root / "model_index.json"
-    if index.is_file():
-        try:
-            sub = _vae_component(json.loads(index.read_text()), str(root))
-        except (OSError, ValueError) as e:
-            raise InputError(f"could not read {index} ({e}); pass --subfolder") from e
-        if not (root / sub / "config.json").is_file():
-            raise InputError(f"no autoencoder found in {root}: model_index.json names `{sub}` but "
-                             f"{root / sub / 'config.json'} is missing")
-        return sub
-    if (root / "vae" / "config.json").is_file():
-        return "vae"
-    raise InputError(f"no autoencoder found in {root} (no config.json, model_index.json or vae/config.json); "
-                     "pass --subfolder or another folder")
 
 
 def _hub_error(model: str, err: Exception) -> InputError:
@@ -99,7 +62,7 @@ def _find_hub_config(model: str, subfolder: str | None, revision: str | None,
                 index = _load_json(model, "model_index.json", None, revision, cache_dir)
             except (OSError, ValueError):
                 raise bare from None
-        sub = _vae_component(index, model)
+        sub = vae_component(index, model)
         return _load_json(model, "config.json", sub, revision, cache_dir), sub
     except (OSError, ValueError) as e:
         raise _hub_error(model, e) from e
@@ -228,15 +191,6 @@ def _from_pretrained(source: str, class_name: str, where: Where, cache_dir: str 
             raise
         raise InputError(f"could not build the {class_name} in {source}: its config asks for more memory than "
                          "this machine has; check the config's channel counts") from e
-
-
-def latent_channels(config: dict[str, Any], class_name: str | None = None) -> int | None:
-    """The channel count a config declares: its family's rule, else latent_channels or z_dim (Wan and
-    Qwen-Image); None where the config does not say."""
-    family = FAMILIES.get(str(class_name or config.get("_class_name")))
-    if family is not None and family.channels is not None:
-        return int(family.channels(config))
-    return config.get("latent_channels") or config.get("z_dim")
 
 
 def _latent_norm(vae: torch.nn.Module, cfg: dict[str, Any], key: str) -> list[float] | None:

@@ -4,12 +4,13 @@
 - parse: typed parsing of JSON into frozen dataclasses, one sentence naming the field on failure.
 - state, result, checkpoint: the typed state, result and checkpoint, with their invariants.
 - seal: the checksum written with each file and checked on reading.
-- build: a result from the statistics, and a result read back checked against its state.
+- build: a result from the statistics (torch).
+- recompute: a result read back checked against its state, in plain Python (no torch).
 
 Typed with the standard library's dataclasses, not pydantic: nothing to install or import (commands
 that only check their arguments answer before torch or any large package loads), and the refusals
-are worded for users. `read_result` is what every command reading a result goes through; building
-needs torch and is imported on first use.
+are worded for users. `read_result` is what every command reading a result goes through, and needs
+no torch; building needs torch and is imported on first use.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from .checkpoint import Checkpoint, CheckpointRun, check_checkpoint
 from .keys import *  # noqa: F403 - the key constants are this package's API
 from .keys import CHECKPOINT_KIND, SCHEMA_VERSION
+from .recompute import check_headline
 from .result import Model, PerChannel, Recipe, Result, Run, parse_result
 from .seal import seal, state_checksum
 from .state import State
@@ -35,10 +37,10 @@ def __getattr__(name: str) -> Any:
 
 
 def read_result(doc: Any, where: str) -> Result:
-    """A result read back: its structure, seal and invariants checked (before torch loads), then its
-    numbers checked against its state. Anything else is refused in one sentence naming `where`."""
+    """A result read back: its structure, seal and invariants checked, then its numbers checked against
+    its state (all without torch). Anything else is refused in one sentence naming `where`."""
     result = parse_result(doc, where)
-    importlib.import_module(".build", __name__).check_headline(result, where)
+    check_headline(result, where)
     return result
 
 

@@ -1,29 +1,22 @@
-"""Building a result from the merged statistics, and checking a result read back against its state.
-
-Every number of a result follows from its `state`; both directions go through `headline`, so a
-result whose numbers were edited (the state's checksum still matching) is refused, never used.
+"""Building a result from the merged statistics (torch); reading one back checks it against its state
+without torch (recompute). Both take the headline's fields from the estimates by `recompute.assemble`.
 """
 
 from __future__ import annotations
 
-import math
 from importlib.metadata import version
 from typing import Any
 
 import torch
 
 from ..conventions import config_normalisation, normalisations
-from ..errors import InputError
 from ..stats import PosteriorStats
 from ..version import __version__
 from . import keys
-from .parse import DAMAGED, to_json
-from .result import Result
+from .recompute import ESTIMATE, assemble, population, refuse_no_spread
 from .seal import state_checksum
 
 REFERENCES = {"sd1": 0.18215, "sdxl": 0.13025}
-DISTRIBUTION = ("min", "max", "skew", "excess_kurtosis", "beyond_1", "beyond_3")
-ESTIMATE = ("scale_factor", "std", "mean")
 
 
 class ResultDict(dict):
@@ -42,36 +35,9 @@ def versions() -> dict[str, str]:
     return {"latent_scale": __version__, "torch": torch.__version__, "diffusers": version("diffusers")}
 
 
-def population(recipe: dict[str, Any], skipped: list[dict[str, str]]) -> int | None:
-    """How many usable units a full pass would see (None when the data set's size is unknown)."""
-    size = recipe.get("dataset_size")
-    return None if size is None else size - len(skipped)
-
-
 def headline(stats: PosteriorStats, posterior: str, dataset: int | None) -> dict[str, Any]:
     """The numbers a result states for `posterior`, all from the statistics."""
-    estimates = stats.estimates(dataset)
-    chosen = estimates[posterior]
-    main = estimates[stats.base_key(posterior)]  # its interval
-    seen = estimates[stats.realised_key(posterior)]  # its realised latents
-
-    def rescaled(ci: list[float]) -> list[float]:  # expected_sample: the mode's relative width
-        return [chosen["scale_factor"] * c / main["scale_factor"] for c in ci]
-
-    out = {
-        keys.KEY_SCALE_FACTOR: chosen["scale_factor"],
-        keys.KEY_SCALE_FACTOR_CI95: rescaled(main["scale_factor_ci95"]),
-        keys.KEY_STD: chosen["std"], keys.KEY_MEAN: chosen["mean"], keys.KEY_RMS: chosen["rms"],
-        keys.KEY_SHIFT_FACTOR: chosen["mean"],
-        keys.KEY_NUM_UNITS: main["num_images"], keys.KEY_NUM_IMAGES: main["num_images"],
-        keys.KEY_NUM_ELEMENTS: main["num_elements"],
-        keys.KEY_PER_CHANNEL: {**seen["per_channel"], **chosen["per_channel"]},
-        keys.KEY_DISTRIBUTION: {k: seen[k] for k in DISTRIBUTION},
-        keys.KEY_ESTIMATES: {k: {f: v[f] for f in ESTIMATE} for k, v in estimates.items()},
-    }
-    if "scale_factor_ci95_dataset" in main:
-        out[keys.KEY_SCALE_FACTOR_CI95_DATASET] = rescaled(main["scale_factor_ci95_dataset"])
-    return out
+    return assemble(stats.estimates(dataset), posterior, stats.stochastic)
 
 
 def build_result(stats: PosteriorStats, model: dict[str, Any], recipe: dict[str, Any],
@@ -111,49 +77,5 @@ def frames_result(frames: dict[str, PosteriorStats], posterior: str) -> dict[str
 
 
 def check_spread(stats: PosteriorStats, posterior: str, what: str) -> None:
-    """Refuse latents without spread: a scale factor 1/std does not exist when std is 0.
-
-    `what` names them for the user (e.g. "the merged results").
-    """
-    std = stats.normalised(posterior)["std"]
-    if not std > 0:
-        raise InputError(f"{what} have latents with no spread (std {std} for posterior {posterior}), so no scale "
-                         "factor exists; check that the model's weights are trained and its encoder is not broken")
-
-
-def _differs(stated: Any, exact: Any, floor: float) -> bool:
-    """Whether a stated number is not the one the state gives: counts exactly, other numbers to
-    1e-9 relative (`floor` for numbers near 0), undefined (NaN) as null."""
-    if isinstance(exact, dict):
-        return not isinstance(stated, dict) or any(_differs(stated.get(k), v, floor) for k, v in exact.items())
-    if isinstance(exact, list):
-        return (not isinstance(stated, list) or len(stated) != len(exact)
-                or any(_differs(a, b, floor) for a, b in zip(stated, exact, strict=True)))
-    if exact is None or (isinstance(exact, float) and not math.isfinite(exact)):
-        return stated is not None
-    if isinstance(exact, int):
-        return stated != exact
-    return stated is None or abs(stated - exact) > 1e-9 * (abs(exact) + floor)
-
-
-def check_headline(result: Result, where: str) -> PosteriorStats:
-    """Refuse a result whose numbers are not those its (sealed) state gives; returns the statistics.
-
-    So a hand-edited headline (0.3 where the state says 0.911) never reaches a config or a table."""
-    stats = result.state.to_stats()
-    posterior = result.recipe.posterior
-    check_spread(stats, posterior, f"the units of {where}")
-    exact = headline(stats, posterior, population(to_json(result.recipe), to_json(result.skipped)))
-    doc = {**result.to_dict(), keys.KEY_NUM_UNITS: result.units}
-    for key, value in exact.items():
-        if _differs(doc.get(key), value, exact[keys.KEY_STD]):
-            raise InputError(f"{where}: {key} is not what its state gives{_show(doc.get(key), value)}; "
-                             f"{DAMAGED}")
-    return stats
-
-
-def _show(stated: Any, exact: Any) -> str:
-    """The two numbers, where the field is one number."""
-    if isinstance(exact, float) and isinstance(stated, float | int):
-        return f" ({stated!r} stated, {exact:.6g} from the state)"
-    return ""
+    """Refuse latents without spread (no scale factor 1/std exists); `what` names them for the user."""
+    refuse_no_spread(stats.normalised(posterior)["std"], posterior, what)
