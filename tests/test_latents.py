@@ -19,10 +19,11 @@ import torch
 from safetensors.numpy import save_file
 
 from latent_scale.errors import InputError
-from latent_scale.loop import Accumulate, noise
+from latent_scale.loop import Accumulate
 from latent_scale.options import Options
 from latent_scale.sources.latents import LatentSource
 from latent_scale.state import Run
+from latent_scale.stats import noise
 
 C = 4
 pytestmark = pytest.mark.filterwarnings("ignore:skipping")
@@ -76,7 +77,7 @@ def test_every_format_and_layout_equals_numpy(tmp_path: Path, suffix: str, layou
     else:
         save(tmp_path / f"d/a{suffix}", np.stack(arrays[:4]))
         save(tmp_path / f"d/b{suffix}", np.stack(arrays[4:]))
-    source = LatentSource.open(str(tmp_path / "d"), options())
+    source = LatentSource.open(str(tmp_path / "d"), options("latents"))
     assert len(source) == 6 and source.uniform and source.shapes() == {"4x8x8": 6}
     for k, a in enumerate(arrays):
         assert torch.equal(source.load(k), torch.from_numpy(a))
@@ -91,8 +92,8 @@ def test_key_picks_one_tensor_of_several(tmp_path: Path, suffix: str, options: C
     for k, a in enumerate(arrays):
         save(tmp_path / f"{k}{suffix}", {"moments": a, "flipped": a[:, :, ::-1].copy()})
     with pytest.raises(InputError, match=r"several tensors \(flipped, moments\); choose one with --key"):
-        LatentSource.open(str(tmp_path), options())
-    source = LatentSource.open(str(tmp_path), options(key="moments"))
+        LatentSource.open(str(tmp_path), options("latents"))
+    source = LatentSource.open(str(tmp_path), options("latents", key="moments"))
     assert all(torch.equal(source.load(k), torch.from_numpy(a)) for k, a in enumerate(arrays))
 
 
@@ -102,7 +103,7 @@ def test_moments_give_mode_sample_and_expected_sample_exactly(tmp_path: Path, op
     mu = latents(5)
     logvar = [(rng.standard_normal(m.shape) - 3).astype(np.float32) for m in mu]
     save(tmp_path / "moments.npy", np.stack([np.concatenate([m, lv]) for m, lv in zip(mu, logvar, strict=True)]))
-    source = LatentSource.open(str(tmp_path), options(moments=True))
+    source = LatentSource.open(str(tmp_path), options("latents", moments=True))
     run = accumulate(source, seed=3)
     assert_matches_numpy(run, mu, "mode")
     sigma = [np.exp(0.5 * lv.astype(np.float64)) for lv in logvar]
@@ -119,14 +120,14 @@ def test_input_scale_measures_the_raw_latents(tmp_path: Path, options: Callable[
     for k, a in enumerate(raw):
         save(tmp_path / f"{k}.npy", a * np.float32(0.18215))
     stored = [np.load(tmp_path / f"{k}.npy").astype(np.float64) for k in range(4)]
-    source = LatentSource.open(str(tmp_path), options(input_scale=0.18215))
+    source = LatentSource.open(str(tmp_path), options("latents", input_scale=0.18215))
     assert source.recipe() == {"source": "latents", "moments": False, "key": None, "input_scale": 0.18215}
     assert_matches_numpy(accumulate(source), [s / 0.18215 for s in stored])
 
 
 def test_input_scale_shifts_logvar_by_two_log_f(tmp_path: Path, options: Callable[..., Options]) -> None:
     save(tmp_path / "m.npy", np.concatenate([np.ones((C, 2, 2)), np.zeros((C, 2, 2))]).astype(np.float32))
-    mean, logvar = LatentSource.open(str(tmp_path), options(moments=True, input_scale=2.0)).posterior(
+    mean, logvar = LatentSource.open(str(tmp_path), options("latents", moments=True, input_scale=2.0)).posterior(
         torch.from_numpy(np.load(tmp_path / "m.npy"))[None])
     assert torch.equal(mean, torch.full((1, C, 2, 2), 0.5, dtype=torch.float64))
     np.testing.assert_allclose(torch.exp(0.5 * logvar).numpy(), 0.5, rtol=1e-15)
@@ -137,7 +138,7 @@ def test_mixed_shapes_pool_every_element(tmp_path: Path, options: Callable[..., 
     small, large = latents(3, (C, 8, 8)), latents(2, (C, 16, 12), seed=1)
     for k, a in enumerate(small + large):
         save(tmp_path / f"{k}.safetensors", a)
-    source = LatentSource.open(str(tmp_path), options())
+    source = LatentSource.open(str(tmp_path), options("latents"))
     assert not source.uniform and source.shapes() == {"4x8x8": 3, "4x16x12": 2}
     assert_matches_numpy(accumulate(source, batch_size=5), small + large)
 
@@ -148,10 +149,10 @@ def test_video_latents_batch_of_five_dims_and_four_dims_with_known_channels(
     save(tmp_path / "batch.npy", np.stack(clips[:2]))
     save(tmp_path / "one.npy", clips[2])
     save(tmp_path / "two.npy", clips[3])
-    source = LatentSource.open(str(tmp_path), options(), channels=C)
+    source = LatentSource.open(str(tmp_path), options("latents", channels=C))
     assert source.ids == ["batch.npy#0", "batch.npy#1", "one.npy", "two.npy"]
     assert_matches_numpy(accumulate(source), clips[:2] + clips[2:])
-    guessed = LatentSource.open(str(tmp_path / "one.npy"), options())  # without the model: a batch of C images
+    guessed = LatentSource.open(str(tmp_path / "one.npy"), options("latents"))  # no model: a batch of C images
     assert len(guessed) == C and guessed.load(0).shape == (3, 8, 8)
 
 
@@ -169,7 +170,7 @@ def test_tar_shards_are_read_in_place(tmp_path: Path, options: Callable[..., Opt
     files = [save(tmp_path / f"raw/{k}{FORMATS[k % 4]}", a) for k, a in enumerate(arrays)]
     _tar(tmp_path / "shards/s0.tar", files[:3])
     _tar(tmp_path / "shards/s1.tar", files[3:])
-    source = LatentSource.open(str(tmp_path / "shards/*.tar"), options())
+    source = LatentSource.open(str(tmp_path / "shards/*.tar"), options("latents"))
     assert source.ids[0] == "s0.tar::0.npy"
     assert_matches_numpy(accumulate(source), arrays)
 
@@ -179,10 +180,10 @@ def test_list_and_glob_specs(tmp_path: Path, options: Callable[..., Options]) ->
     for k, a in enumerate(arrays):
         save(tmp_path / f"{k}.npy", a)
     (tmp_path / "list.txt").write_text("2.npy\n0.npy\n")
-    assert LatentSource.open(str(tmp_path / "list.txt"), options()).ids == ["0.npy", "2.npy"]
-    assert len(LatentSource.open(str(tmp_path / "*.npy"), options())) == 3
+    assert LatentSource.open(str(tmp_path / "list.txt"), options("latents")).ids == ["0.npy", "2.npy"]
+    assert len(LatentSource.open(str(tmp_path / "*.npy"), options("latents"))) == 3
     with pytest.raises(InputError, match="does not exist"):
-        LatentSource.open(str(tmp_path / "missing"), options())
+        LatentSource.open(str(tmp_path / "missing"), options("latents"))
 
 
 @pytest.mark.parametrize("encoding", ["npy-bytes", "nested-lists"])
@@ -201,7 +202,7 @@ def test_parquet_latent_column(tmp_path: Path, encoding: str, options: Callable[
     else:
         cells = [a.tolist() for a in arrays]
     pq.write_table(pa.table({"label": list(range(5)), "latent": cells}), tmp_path / "z.parquet", row_group_size=2)
-    source = LatentSource.open(str(tmp_path / "z.parquet"), options())
+    source = LatentSource.open(str(tmp_path / "z.parquet"), options("latents"))
     assert source.ids == [f"z.parquet#{k}" for k in range(5)]
     assert_matches_numpy(accumulate(source), arrays)
 
@@ -247,7 +248,7 @@ def bad_files(folder: Path) -> dict[str, str]:
             "channels.npy": "6 channels", "forged.npy": "header is wrong", "forged.npz": "header is wrong",
             "lying.safetensors": "has shape [4, 8, 16] but 1024 bytes",
             "code.pt": "refused: loading it would need more than plain tensors",
-            "garbage.safetensors": "not a safetensors file"}
+            "garbage.safetensors": "not a valid safetensors file"}
 
 
 def test_bad_files_are_skipped_and_listed_in_one_line(tmp_path: Path, options: Callable[..., Options],
@@ -256,7 +257,7 @@ def test_bad_files_are_skipped_and_listed_in_one_line(tmp_path: Path, options: C
     for k, a in enumerate(good):
         save(tmp_path / f"a{k}.npy", a)  # sorted first: they set the channel count
     reasons = bad_files(tmp_path)
-    source = LatentSource.open(str(tmp_path), options())
+    source = LatentSource.open(str(tmp_path), options("latents"))
     run = accumulate(source)
     listed = {s["path"]: s["error"] for s in run.skipped}
     assert set(listed) == set(reasons)
@@ -269,21 +270,21 @@ def test_refused_pickle_never_runs_code(tmp_path: Path, capfd: pytest.CaptureFix
                                         options: Callable[..., Options]) -> None:
     _pickle_with_code(tmp_path / "code.pt")
     with pytest.raises(ValueError, match="weights_only=True"):
-        LatentSource.open(str(tmp_path), options()).load(0)
+        LatentSource.open(str(tmp_path), options("latents")).load(0)
     assert "pwned" not in capfd.readouterr().out
 
 
 def test_model_channels_decide_and_moments_need_even_channels(tmp_path: Path, options: Callable[..., Options]) -> None:
     save(tmp_path / "odd.npy", latents(1, (3, 8, 8))[0])
     with pytest.raises(InputError, match="even channel count"):
-        LatentSource.open(str(tmp_path), options(moments=True))
-    with pytest.raises(ValueError, match="3 channels where the model's has 4"):
-        LatentSource.open(str(tmp_path), options(), channels=4).load(0)
+        LatentSource.open(str(tmp_path), options("latents", moments=True))
+    with pytest.raises(ValueError, match="3 channels where the model's count is 4"):
+        LatentSource.open(str(tmp_path), options("latents", channels=4)).load(0)
 
 
 def test_noise_key_defaults_to_the_index(tmp_path: Path, options: Callable[..., Options]) -> None:
     save(tmp_path / "a.npy", latents(1)[0])
-    assert LatentSource.open(str(tmp_path), options()).noise_key(0) == 0
+    assert LatentSource.open(str(tmp_path), options("latents")).noise_key(0) == 0
 
 
 
@@ -355,7 +356,7 @@ def test_pt_read_in_place_equals_torch_load(tmp_path: Path, layout: str, options
         path.unlink()
     if layout == "deflated":
         _deflate(path)
-    source = LatentSource.open(str(tmp_path), options(key="latent" if layout == "dict" else None))
+    source = LatentSource.open(str(tmp_path), options("latents", key="latent" if layout == "dict" else None))
     expected = [tensor] if tensor.dim() == 3 else list(tensor)
     assert len(source) == len(expected)
     for i, want in enumerate(expected):
@@ -365,6 +366,6 @@ def test_pt_read_in_place_equals_torch_load(tmp_path: Path, layout: str, options
 
 def test_pt_of_integers_is_still_refused(tmp_path: Path, options: Callable[..., Any]) -> None:
     torch.save(torch.ones(4, 8, 8, dtype=torch.int32), tmp_path / "ints.pt")
-    source = LatentSource.open(str(tmp_path), options())
+    source = LatentSource.open(str(tmp_path), options("latents"))
     with pytest.raises(Exception, match="float"):
         source.load(0)

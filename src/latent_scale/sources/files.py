@@ -11,7 +11,8 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from ..errors import InputError
-from .tar import TarMember, index_tar
+from ..formats.window import Span
+from .tar import index_tar
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 GLOB_CHARS = "*?["
@@ -62,23 +63,30 @@ def glob_root(pattern: Path) -> Path:
 
 
 def matching(pattern: Path) -> list[str]:
-    """What a glob matches, `**` included (any depth), as every source reads globs."""
-    return glob.glob(str(pattern), recursive=True)
+    """What a glob matches, as every source reads globs. `**` (any depth) never enters a linked folder:
+    a link back to a parent would repeat every file below it, and two such links would never end."""
+    if not any("**" in part for part in pattern.parts):
+        return glob.glob(str(pattern))
+    root = glob_root(pattern)
+    rest = Path(*(re.sub(r"\*\*+", "*", p) if p != "**" else p for p in pattern.parts[len(root.parts):]))
+    hidden = any(p.startswith(".") for p in rest.parts)  # as glob.glob: dot names only when asked for
+    return [str(m) for m in root.glob(str(rest))
+            if hidden or not any(p.startswith(".") for p in m.parts[len(root.parts):])]
 
 
 def expand(matches: Sequence[str], extensions: Collection[str], tars: bool = True
-           ) -> tuple[list[str], dict[str, TarMember]]:
+           ) -> tuple[list[str], dict[str, Span]]:
     """Glob matches in sorted order: tar shards (members in archive order; skipped unless `tars`),
     folders, files."""
-    ids: list[str] = []
-    members: dict[str, TarMember] = {}
+    ids: dict[str, None] = {}  # ordered, and a file matched twice (`data/**` matches its folders too) once
+    members: dict[str, Span] = {}
     for m in sorted(matches):
         if tars and m.lower().endswith(".tar"):
             shard = index_tar(m, extensions)
-            ids.extend(shard)
+            ids.update(dict.fromkeys(shard))
             members.update(shard)
         elif os.path.isdir(m):
-            ids.extend(scan_folder(Path(m), extensions))
+            ids.update(dict.fromkeys(scan_folder(Path(m), extensions)))
         elif Path(m).suffix.lower() in extensions:
-            ids.append(m)
-    return ids, members
+            ids[m] = None
+    return list(ids), members

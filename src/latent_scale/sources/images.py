@@ -16,9 +16,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError, one_line
+from ..formats.window import Span
 from .base import Source, SourceContext, file_signature
 from .files import check_regular, expand, glob_root, is_glob, matching, read_list, scan_folder
-from .tar import TarMember, index_tar
+from .tar import index_tar
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +54,7 @@ def _imagenette(cache_dir: str | None) -> list[str]:
     return scan_folder(root / "imagenette2", IMAGE_EXTENSIONS)
 
 
-def list_images(data: str, cache_dir: str | None = None) -> tuple[list[str], dict[str, TarMember], str]:
+def list_images(data: str, cache_dir: str | None = None) -> tuple[list[str], dict[str, Span], str]:
     """Resolve --data to (ordered ids, tar members by id, root)."""
     if data in ("imagenette", "samples"):
         ids = _imagenette(cache_dir) if data == "imagenette" else scan_folder(SAMPLES_DIR, IMAGE_EXTENSIONS)
@@ -138,7 +139,7 @@ class ImageSource(Source):
     input = "pixels"
     unit, units = "image", "images"
 
-    def __init__(self, ids: list[str], root: str, members: dict[str, TarMember], sizes: Sequence[int],
+    def __init__(self, ids: list[str], root: str, members: dict[str, Span], sizes: Sequence[int],
                  crop: bool = True) -> None:
         super().__init__(ids, root)
         self.members = members
@@ -177,7 +178,7 @@ class ImageSource(Source):
 
     def signature(self) -> str:
         """Sizes and modification times of the files (tar shards once): replaced images show."""
-        files = sorted({m.tar for m in self.members.values()} | {i for i in self.ids if i not in self.members})
+        files = sorted({m.path for m in self.members.values()} | {i for i in self.ids if i not in self.members})
         return file_signature(files)
 
 

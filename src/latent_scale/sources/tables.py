@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from .base import SourceContext
 from .files import check_regular, glob_root, matching
 from .images import ImageSource, open_rgb
@@ -83,7 +83,7 @@ class Column:
                 check_regular(path)
             return pa.parquet.ParquetFile(self.fs.open(path) if self.fs else path)
         except (OSError, pa.ArrowException) as e:
-            raise InputError(f"cannot read {path} as parquet ({str(e).splitlines()[0]})") from None
+            raise InputError(f"cannot read {path} as parquet ({one_line(e)})") from None
 
     def ids(self) -> list[str]:
         """`file#row`, the file relative to the root (hub files keep their repository path)."""
@@ -129,11 +129,19 @@ def _arrow_table(path: str) -> Any:
 
 def _saved_dataset(folder: Path) -> list[str]:
     """The arrow files of a `save_to_disk` folder (one split; a DatasetDict must name its split)."""
+    from ..reading import read_object
+
     if (folder / "dataset_dict.json").is_file():
-        splits = json.loads((folder / "dataset_dict.json").read_text()).get("splits", [])
+        splits = read_object(folder / "dataset_dict.json", "saved DatasetDict description").get("splits")
+        if not (isinstance(splits, list) and splits and all(isinstance(s, str) for s in splits)):
+            raise InputError(f"{folder / 'dataset_dict.json'} names no splits; pass the folder of one split")
         raise InputError(f"{folder} holds the splits {', '.join(splits)}; pass one, e.g. --data {folder / splits[0]}")
-    state = json.loads((folder / "state.json").read_text())
-    return [str(folder / f["filename"]) for f in state.get("_data_files", [])]
+    files = read_object(folder / "state.json", "saved dataset state").get("_data_files", [])
+    names = [f.get("filename") if isinstance(f, dict) else None for f in files] if isinstance(files, list) else [None]
+    if not all(isinstance(n, str) and n == Path(n).name and not n.startswith(".") for n in names):
+        raise InputError(f"{folder / 'state.json'}: '_data_files' is not a list of {{filename: a file in this "
+                         "folder}; the saved dataset is damaged")
+    return [str(folder / n) for n in names]
 
 
 def _hub_files(spec: str) -> tuple[list[str], Any]:
@@ -146,8 +154,8 @@ def _hub_files(spec: str) -> tuple[list[str], Any]:
         fs = HfFileSystem()
         files = sorted(fs.glob(f"datasets/{name}@refs%2Fconvert%2Fparquet/*/{split}/*.parquet"))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: all one message
-        raise InputError(f"cannot list {spec} on the Hugging Face hub ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'}); download its parquet "
+        raise InputError(f"cannot list {spec} on the Hugging Face hub ({one_line(e, 160, named=True)}); "
+                         "download its parquet "
                          "files and pass them with --data") from None
     if not files:
         raise InputError(f"{spec} has no parquet files for split {split!r} on the hub")
@@ -191,10 +199,13 @@ def hf_features(schema: Any) -> dict[str, Any]:
 
 
 def image_bytes(value: Any) -> bytes:
-    """A cell of an image column: an HF Image struct {bytes, path} or raw bytes."""
+    """A cell of an image column: an HF Image struct {bytes, path} or raw bytes. A path is read only
+    when it is a regular file: a FIFO would block forever, /dev/zero would never end."""
     if isinstance(value, dict):
         if value.get("bytes") is None and value.get("path"):
-            return Path(value["path"]).read_bytes()
+            from ..reading import read_bytes
+
+            return read_bytes(str(value["path"]))
         value = value.get("bytes")
     if not isinstance(value, (bytes, bytearray)):
         raise ValueError(f"row holds {type(value).__name__}, not image bytes")

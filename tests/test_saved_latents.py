@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from latent_scale.errors import InputError
-from latent_scale.latent_cache import LatentCache, read_cache
 from latent_scale.options import Options
+from latent_scale.saved_latents import LatentWriter, read_saved
 from latent_scale.sources.base import Source
 from latent_scale.sources.latents import LatentSource
 from latent_scale.state import Run
@@ -29,8 +29,8 @@ def posteriors(count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tens
             for k in range(count)]
 
 
-def write(directory: Path, pairs: list[tuple[torch.Tensor, torch.Tensor]], keys: list[int], **kw: int) -> LatentCache:
-    cache = LatentCache(directory, 0, 1, moments=True, items_per_shard=3, **kw)
+def write(directory: Path, pairs: list[tuple[torch.Tensor, torch.Tensor]], keys: list[int], **kw: int) -> LatentWriter:
+    cache = LatentWriter(directory, 0, 1, moments=True, items_per_shard=3, **kw)
     for key, (mean, logvar) in zip(keys, pairs, strict=True):
         cache.add(key, f"img{key:03d}.png", mean, logvar)
     cache.flush()
@@ -42,7 +42,7 @@ def test_units_come_back_bit_for_bit_with_ids_and_noise_keys(tmp_path: Path, opt
     keys = [12, 3, 40, 7, 0, 25, 9]
     write(tmp_path, pairs, keys)
     assert len(list(tmp_path.glob("latents-r0-*.safetensors"))) == 3
-    source = LatentSource.open(str(tmp_path), options())
+    source = LatentSource.open(str(tmp_path), options("latents"))
     by_key = dict(zip(keys, pairs, strict=True))
     assert [source.noise_key(i) for i in range(7)] == sorted(keys)
     assert source.ids == [f"img{k:03d}.png" for k in sorted(keys)] and source.moments
@@ -55,7 +55,15 @@ def test_units_come_back_bit_for_bit_with_ids_and_noise_keys(tmp_path: Path, opt
 class Encoded(Source):
     """A stand-in for an image run: fixed posteriors, noise keyed by the unit index."""
 
-    kind, produces = "encoded", "latents"
+    kind, input = "encoded", "latents"
+
+    @classmethod
+    def accepts(cls, spec: str, ctx: Any) -> bool:
+        return False
+
+    @classmethod
+    def open(cls, spec: str, ctx: Any) -> Encoded:
+        raise NotImplementedError("built directly from posteriors")
 
     def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         super().__init__([f"img{k:03d}.png" for k in range(len(pairs))], "")
@@ -78,7 +86,7 @@ def test_reading_the_cache_reproduces_mode_and_sample(tmp_path: Path, options: C
     pairs = posteriors(9)
     direct = accumulate(Encoded(pairs), seed=5).stats[0].estimates()
     write(tmp_path, pairs, list(range(9)))
-    cached = accumulate(LatentSource.open(str(tmp_path), options()), seed=5).stats[0].estimates()
+    cached = accumulate(LatentSource.open(str(tmp_path), options("latents")), seed=5).stats[0].estimates()
     for key in ("mode", "sample", "expected_sample"):
         np.testing.assert_allclose(cached[key]["std"], direct[key]["std"], rtol=1e-12)
         np.testing.assert_allclose(cached[key]["mean"], direct[key]["mean"], rtol=1e-12)
@@ -86,51 +94,51 @@ def test_reading_the_cache_reproduces_mode_and_sample(tmp_path: Path, options: C
 
 def test_resume_drops_what_was_written_after_the_checkpoint(tmp_path: Path, options: Callable[..., Options]) -> None:
     pairs = posteriors(11)
-    cache = LatentCache(tmp_path / "run", 0, 1, moments=True, items_per_shard=3)
+    cache = LatentWriter(tmp_path / "run", 0, 1, moments=True, items_per_shard=3)
     for k in range(4):
         cache.add(k, f"img{k:03d}.png", *pairs[k])
     cache.flush()  # the checkpoint
     state = cache.state()
     for k in range(4, 9):  # written, then the process dies: one full shard on disk, two items pending
         cache.add(k, f"img{k:03d}.png", *pairs[k])
-    resumed = LatentCache.resume(tmp_path / "run", state, 0, 1, moments=True, items_per_shard=3)
+    resumed = LatentWriter.resume(tmp_path / "run", state, 0, 1, moments=True, items_per_shard=3)
     for k in range(4, 11):
         resumed.add(k, f"img{k:03d}.png", *pairs[k])
     resumed.flush()
     write(tmp_path / "straight", pairs, list(range(11)))
-    items, _ = read_cache(tmp_path / "run")
+    items, _ = read_saved(tmp_path / "run")
     assert [it["noise_key"] for it in items] == list(range(11))
-    a, b = (LatentSource.open(str(tmp_path / d), options()) for d in ("run", "straight"))
+    a, b = (LatentSource.open(str(tmp_path / d), options("latents")) for d in ("run", "straight"))
     assert all(torch.equal(a.load(i), b.load(i)) for i in range(11))
 
 
 def test_a_fresh_run_refuses_a_folder_holding_its_rank(tmp_path: Path) -> None:
     write(tmp_path, posteriors(2), [0, 1])
     with pytest.raises(InputError, match="already holds latents of rank 0"):
-        LatentCache(tmp_path, 0, 1, moments=True)
-    LatentCache(tmp_path, 1, 2, moments=True)  # another rank (or --shard) writes beside it
+        LatentWriter(tmp_path, 0, 1, moments=True)
+    LatentWriter(tmp_path, 1, 2, moments=True)  # another rank (or --shard) writes beside it
 
 
 def test_mixed_runs_and_moments_mismatch_are_refused(tmp_path: Path, options: Callable[..., Options]) -> None:
     write(tmp_path, posteriors(2), [0, 1])
-    plain = LatentCache(tmp_path, 1, 1, moments=False)
+    plain = LatentWriter(tmp_path, 1, 1, moments=False)
     plain.add(5, "x.png", *posteriors(1)[0])
     plain.flush()
     with pytest.raises(InputError, match="mixes latents of different runs"):
-        read_cache(tmp_path)
-    only_mean = LatentCache(tmp_path / "mean", 0, 1, moments=False)
+        read_saved(tmp_path)
+    only_mean = LatentWriter(tmp_path / "mean", 0, 1, moments=False)
     only_mean.add(0, "x.png", *posteriors(1)[0])
     only_mean.flush()
     with pytest.raises(InputError, match="saved without --moments"):
-        LatentSource.open(str(tmp_path / "mean"), options(moments=True))
+        LatentSource.open(str(tmp_path / "mean"), options("latents", moments=True))
 
 
 def test_a_bfloat16_run_keeps_its_logvar_dtype(tmp_path: Path, options: Callable[..., Options]) -> None:
     mean, logvar = (t.to(torch.bfloat16) for t in posteriors(1)[0])
-    cache = LatentCache(tmp_path, 0, 1, moments=True)
+    cache = LatentWriter(tmp_path, 0, 1, moments=True)
     cache.add(0, "x.png", mean, logvar)
     cache.flush()
-    source = LatentSource.open(str(tmp_path), options())
+    source = LatentSource.open(str(tmp_path), options("latents"))
     _, back = source.posterior(source.load(0)[None])
     assert back.dtype == torch.bfloat16 and torch.equal(torch.exp(0.5 * back[0]), torch.exp(0.5 * logvar))
 
@@ -197,4 +205,4 @@ def test_a_damaged_index_is_refused_in_one_sentence(tmp_path: Path, damage: str)
     change(content)
     index.write_text(json.dumps(content))
     with pytest.raises(InputError, match=says):
-        read_cache(tmp_path)
+        read_saved(tmp_path)

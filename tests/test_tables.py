@@ -1,4 +1,4 @@
-"""Datasets: parquet files and saved Hugging Face datasets give exactly the pixels of the same photographs
+"""Tables: parquet files and saved Hugging Face datasets give exactly the pixels of the same photographs
 read from files; a corrupt row is one bad unit; hub datasets offline are one sentence."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 
 from latent_scale.errors import InputError
 from latent_scale.options import Options
-from latent_scale.sources.datasets import DatasetSource
 from latent_scale.sources.images import open_rgb, preprocess
+from latent_scale.sources.tables import DatasetSource
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -45,7 +45,7 @@ def test_parquet_binary_column_equals_the_image_files(tmp_path: Path, photos: li
     source = DatasetSource.open(str(tmp_path / "train.parquet"), options())
     assert source.table.column == "png" and source.ids[4] == "train.parquet#4"
     assert_same_pixels(source, photos)
-    assert source.recipe()["column"] == "png" and source.recipe()["source"] == "dataset"
+    assert source.recipe()["column"] == "png" and source.kind == "dataset"
 
 
 def test_parquet_glob_of_hf_image_structs(tmp_path: Path, photos: list[Path], options: Callable[..., Options]) -> None:

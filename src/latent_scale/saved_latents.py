@@ -1,4 +1,4 @@
-"""--save-latents: the latents of an image run as safetensors shards with a JSON index, per rank.
+"""--save-latents: the latents of a run, an output dataset of safetensors shards with a JSON index per rank.
 
 Each unit is one tensor `u{noise_key}` (its own shape, float32, mean ‖ logvar along channels with
 --moments), so units of any shape share a shard. The index maps every item to its shard, key,
@@ -10,22 +10,25 @@ so a resumed run drops exactly what was written after its checkpoint.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .outputs import write_atomic, write_json
 from .reading import read_object
 
+if TYPE_CHECKING:
+    import torch
+
 FORMAT = "latent-scale latents"
 VERSION = 1
 INDEX = "index-r{rank}.json"
 SHARD = "latents-r{rank}-{k:05d}.safetensors"
+DTYPES = ("float16", "bfloat16", "float32", "float64")  # the encoder dtypes an index may record
 
 
-class LatentCache:
+class LatentWriter:
     """The writer of one rank; `fresh=False` continues a folder (use resume())."""
 
     def __init__(self, directory: str | Path, rank: int, world: int, moments: bool, items_per_shard: int = 256,
@@ -51,6 +54,8 @@ class LatentCache:
         encoder's dtype reproduces its std bit for bit."""
         if self.moments and logvar is None:
             raise InputError("--save-latents with --moments needs a stochastic encoder (it gave no logvar)")
+        import torch
+
         self.dtype = str(mean.dtype).removeprefix("torch.")
         unit = torch.cat([mean, logvar]) if self.moments else mean
         key = f"u{noise_key}"
@@ -83,25 +88,26 @@ class LatentCache:
 
     @classmethod
     def resume(cls, directory: str | Path, state: dict[str, Any], rank: int, world: int, moments: bool,
-               items_per_shard: int = 256, meta: dict[str, Any] | None = None) -> LatentCache:
+               items_per_shard: int = 256, meta: dict[str, Any] | None = None) -> LatentWriter:
         """Continue from a checkpoint's state(): shards and items written after it are dropped."""
-        cache = cls(directory, rank, world, moments, items_per_shard, meta, fresh=False)
-        index_path = cache.dir / INDEX.format(rank=rank)
-        index = read_object(index_path, "latent cache index") if index_path.exists() else {"items": []}
+        writer = cls(directory, rank, world, moments, items_per_shard, meta, fresh=False)
+        index_path = writer.dir / INDEX.format(rank=rank)
+        index = read_object(index_path, "saved-latents index") if index_path.exists() else {"items": []}
         shards, items = int(state["shards"]), int(state["items"])
         if len(index["items"]) < items or index.get("moments", moments) != moments:
-            raise InputError(f"--save-latents {cache.dir} does not hold the latents this checkpoint saved "
+            raise InputError(f"--save-latents {writer.dir} does not hold the latents this checkpoint saved "
                              f"({len(index['items'])} of {items} items); resume with the folder it was written to")
-        cache.items, cache.shards, cache.dtype = index["items"][:items], shards, index.get("dtype")
-        for path in cache._own_files():
-            if path.suffix == ".safetensors" and int(path.stem.rsplit("-", 1)[1]) >= shards:
+        writer.items, writer.shards, writer.dtype = index["items"][:items], shards, _dtype(index, index_path)
+        for path in writer._own_files():
+            number = re.fullmatch(rf"latents-r{rank}-(\d+)", path.stem)  # a shard this writer named, not a stray file
+            if path.suffix == ".safetensors" and number and int(number[1]) >= shards:
                 path.unlink()
-        cache.flush()
-        return cache
+        writer.flush()
+        return writer
 
 
-def is_cache(path: str | Path) -> bool:
-    """Whether a folder is a cache written by --save-latents."""
+def is_saved(path: str | Path) -> bool:
+    """Whether a folder holds latents written by --save-latents."""
     return Path(path).is_dir() and any(Path(path).glob("index-r*.json"))
 
 
@@ -121,15 +127,24 @@ def _items(index: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     return items
 
 
-def read_cache(directory: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _dtype(index: dict[str, Any], path: Path) -> str | None:
+    """The encoder's dtype an index records (its logvar is kept in it), one of DTYPES, or None before any unit."""
+    dtype = index.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"{path}: 'dtype' is {json.dumps(dtype)[:40]}, not one of {', '.join(DTYPES)}; "
+                         "the index is damaged")
+    return dtype
+
+
+def read_saved(directory: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every rank's items, ordered by noise key (the image run's unit order), and the shared settings
     (moments, dtype, meta). Refuses indexes of different runs mixed in one folder."""
     paths = sorted(Path(directory).glob("index-r*.json"))
-    indexes = [read_object(p, "latent cache index") for p in paths]
+    indexes = [read_object(p, "saved-latents index") for p in paths]
     if any(ix.get("format") != FORMAT or ix.get("version") != VERSION for ix in indexes):
-        raise InputError(f"{directory} holds an index-r*.json that is not a latent-scale {VERSION} cache index")
+        raise InputError(f"{directory} holds an index-r*.json that is not a latent-scale {VERSION} saved-latents index")
     shared = [{json.dumps(ix.get(k)) for ix in indexes} for k in ("moments", "world")]
-    dtypes = {ix.get("dtype") for ix in indexes} - {None}
+    dtypes = {_dtype(ix, p) for p, ix in zip(paths, indexes, strict=True)} - {None}
     if any(len(values) > 1 for values in shared) or len(dtypes) > 1:
         raise InputError(f"{directory} mixes latents of different runs (moments, dtype or world size differ)")
     items = sorted((it for p, ix in zip(paths, indexes, strict=True) for it in _items(ix, p)),
