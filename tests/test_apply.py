@@ -416,10 +416,10 @@ def test_class_keys_are_the_defaults_of_each_class_in_diffusers() -> None:
         assert CLASS_KEYS[name] == found, name
 
 
-def test_apply_dry_run_imports_neither_torch_nor_diffusers(result_json: Path, vae_copy: Path) -> None:
+def test_apply_dry_run_imports_no_large_library(result_json: Path, vae_copy: Path) -> None:
     """A good result checked against its state and the config checked against the class: all in plain Python."""
     probe = ("import sys\nfrom latent_scale.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-             "    print(e.code, sorted(m for m in ('torch', 'diffusers') if m in sys.modules))\n")
+             "    print(e.code, sorted(m for m in ('torch', 'diffusers', 'numpy', 'PIL') if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", probe, "apply", str(result_json), "--to", str(vae_copy), "--dry-run"],
                           capture_output=True, text=True, timeout=120)
     assert proc.stdout.splitlines()[-1] == "0 []", proc.stdout + proc.stderr

@@ -12,9 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
 from ..errors import InputError, one_line
 from ..formats.window import Span
 from .base import Source, SourceContext, file_signature
@@ -23,6 +20,7 @@ from .tar import index_tar
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
     from torchvision import transforms
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -108,6 +106,8 @@ def open_rgb(path: str | Path | IO[bytes]) -> Image.Image:
 
     16-bit images are scaled to 8 bits rather than clipped; decompression bombs are errors.
     """
+    from PIL import Image, UnidentifiedImageError  # here: the CLI lists this source's options at once
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", message="Palette images with Transparency")
@@ -121,6 +121,9 @@ def open_rgb(path: str | Path | IO[bytes]) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
+    import numpy as np
+    from PIL import Image
+
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0

@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import av
-from PIL import Image
-
 from ..errors import InputError, one_line
 from ..fields import option
 from ..options import check_at_least, check_positive
@@ -29,7 +26,9 @@ from .files import check_regular, expand, glob_root, is_glob, matching, read_lis
 from .images import preprocess
 
 if TYPE_CHECKING:
+    import av
     import torch
+    from PIL import Image
 
 VIDEO_ONLY = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
 VIDEO_EXTENSIONS = VIDEO_ONLY | {".gif"}  # a GIF is a clip only when --frames asks for clips
@@ -74,6 +73,8 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
 def probe(path: str) -> VideoInfo:
     """Frame count and rate from container metadata; counts packets (never decodes) where the
     container does not record the count (WebM, Matroska)."""
+    import av  # here: the CLI lists this source's options at once
+
     try:
         check_regular(path)
         with av.open(path) as container:
@@ -135,6 +136,8 @@ def timed_frames(container: av.container.InputContainer, stream: Any, start: flo
 
 def read_clip(path: str, targets: Sequence[float], tol: float) -> list[Image.Image]:
     """The frames nearest to `targets` (seconds), as RGB images, decoding only what they need."""
+    import av
+
     check_regular(path)
     try:
         with av.open(path) as container:
