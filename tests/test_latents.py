@@ -11,7 +11,7 @@ import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -24,6 +24,9 @@ from latent_scale.options import Options
 from latent_scale.sources.latents import LatentSource
 from latent_scale.state import Run
 from latent_scale.stats import noise
+
+if TYPE_CHECKING:
+    from conftest import Cli
 
 C = 4
 pytestmark = pytest.mark.filterwarnings("ignore:skipping")
@@ -369,3 +372,81 @@ def test_pt_of_integers_is_still_refused(tmp_path: Path, options: Callable[..., 
     source = LatentSource.open(str(tmp_path), options("latents"))
     with pytest.raises(Exception, match="float"):
         source.load(0)
+
+
+def test_double_star_never_enters_a_linked_folder(tmp_path: Path, options: Callable[..., Any],
+                                                  finishes: Callable[..., Any]) -> None:
+    """A link back to the folder (`again -> .`) turned 6 latents into 246; two such links never ended."""
+    for k, a in enumerate(latents(6)):
+        save(tmp_path / f"d/sub{k % 2}/{k}.npy", a)
+    (tmp_path / "d/again").symlink_to(".")
+    (tmp_path / "d/sub0/back").symlink_to("..")
+    source = finishes(lambda: LatentSource.open(str(tmp_path / "d/**/*.npy"), options("latents")))
+    assert source.ids == [f"sub{k % 2}/{k}.npy" for k in (0, 2, 4, 1, 3, 5)]
+
+
+def test_a_sparse_file_claiming_a_billion_latents_is_one_bad_unit(tmp_path: Path, options: Callable[..., Any],
+                                                                   accumulate: Callable[..., Run]) -> None:
+    """4 KB on disk, 8 GB by its size and header: listing it ended in a MemoryError traceback."""
+    good = latents(3)
+    save(tmp_path / "a.npy", np.stack(good))
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, C, 1, 1), np.float16))
+    with open(tmp_path / "forged.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": (10**9, C, 1, 1)})
+        f.truncate(f.tell() + 10**9 * C * 2)
+    run = accumulate(LatentSource.open(str(tmp_path), options("latents")))
+    assert [(s["path"], "claims a batch of 1,000,000,000 latents" in s["error"]) for s in run.skipped] == \
+        [("forged.npy", True)]
+    assert_matches_numpy(run, good)
+
+
+def test_a_stray_file_of_other_channels_is_skipped_whichever_sorts_first(tmp_path: Path, options: Callable[..., Any],
+                                                                          accumulate: Callable[..., Run]) -> None:
+    """The channel count is the one most latents have: a 3-channel file sorting first used to make every real
+    latent be skipped and report its own factor."""
+    good = latents(5)
+    save(tmp_path / "0-stray.npy", latents(1, (3, 8, 8))[0])
+    save(tmp_path / "batch.npy", np.stack(good))
+    run = accumulate(LatentSource.open(str(tmp_path), options("latents")))
+    assert [s["path"] for s in run.skipped] == ["0-stray.npy"]
+    assert "3 channels where the usual count (5 of 6 latents) is 4" in run.skipped[0]["error"]
+    assert_matches_numpy(run, good)
+
+
+def test_a_file_rewritten_after_listing_is_skipped_not_read_with_its_old_header(
+        tmp_path: Path, options: Callable[..., Any], accumulate: Callable[..., Run]) -> None:
+    kept = latents(2, seed=3)
+    save(tmp_path / "a.npy", np.stack(latents(4)))
+    save(tmp_path / "b.npy", np.stack(kept))
+    source = LatentSource.open(str(tmp_path), options("latents"))
+    save(tmp_path / "a.npy", np.stack(latents(2, seed=9)).astype(np.float64))  # same bytes, other header
+    run = accumulate(source)
+    assert sorted(s["path"] for s in run.skipped) == [f"a.npy#{r}" for r in range(4)]
+    assert all("changed after it was listed" in s["error"] for s in run.skipped)
+    assert_matches_numpy(run, kept)
+
+
+def test_a_sparse_tar_member_is_skipped(tmp_path: Path, options: Callable[..., Any],
+                                       accumulate: Callable[..., Run]) -> None:
+    """tarfile reads a GNU sparse member with its holes; its bytes in the shard are not the file's (they were
+    read as a latent: factor 1.6e-30 where numpy's was 1.415)."""
+    from test_formats import sparse_member
+
+    good = latents(2)
+    files = [save(tmp_path / f"raw/{k}.npy", a) for k, a in enumerate(good)]
+    with tarfile.open(tmp_path / "s.tar", "w") as tf:
+        for f in files:
+            tf.add(f, arcname=f.name)
+        sparse_member(tf, "holes.npy", files[0].read_bytes())
+    run = accumulate(LatentSource.open(str(tmp_path / "s.tar"), options("latents")))
+    assert [(s["path"], "sparse tar member" in s["error"]) for s in run.skipped] == [("s.tar::holes.npy", True)]
+    assert_matches_numpy(run, good)
+
+
+def test_latents_refusals_are_one_sentence(tmp_path: Path, cli: Cli) -> None:
+    """A FIFO is not "missing"; an infinite --input-scale is not the model's fault."""
+    save(tmp_path / "d/a.npy", latents(1)[0])
+    os.mkfifo(tmp_path / "pipe.npy")
+    cli.fails("estimate", "--latents", tmp_path / "pipe.npy", "--no-progress", says=["not a regular file"])
+    cli.fails("estimate", "--latents", tmp_path / "d", "--input-scale", "inf", "--no-progress",
+              says=["--input-scale must be a finite number"])

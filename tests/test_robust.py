@@ -313,3 +313,63 @@ def test_float16_honours_force_upcast(vae_dir: Path, photo_dir: Path, tmp_path: 
     vae.save_pretrained(tmp_path / "fp16-safe")
     r = run(tmp_path / "fp16-safe", photo_dir, dtype="float16", limit=4)
     assert r.recipe["dtype"] == "float16" and np.isfinite(r.std)
+
+
+def test_double_star_never_enters_a_linked_folder_for_images(tmp_path: Path, finishes: Callable[..., object]) -> None:
+    """`**` with a link back to the folder: 4 images were counted 164 times; two links never ended."""
+    for k in range(4):
+        (tmp_path / f"d/sub{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo(k)).save(tmp_path / f"d/sub{k % 2}/{k}.png")
+    (tmp_path / "d/again").symlink_to(".")
+    (tmp_path / "d/sub1/back").symlink_to("..")
+    ids = finishes(lambda: list_images(str(tmp_path / "d/**/*.png"))[0])
+    assert sorted(Path(i).relative_to(tmp_path / "d").as_posix() for i in ids) == \
+        ["sub0/0.png", "sub0/2.png", "sub1/1.png", "sub1/3.png"]
+
+
+@pytest.fixture
+def short_videos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two 20-frame videos of a real photograph, for a model of temporal compression 4."""
+    from test_video import pan_zoom, write_video
+
+    monkeypatch.setattr("latent_scale.models.temporal_compression", lambda encoder: 4)
+    for name in ("a", "b"):
+        write_video(tmp_path / f"v/{name}.mp4", pan_zoom("astronaut", 20))
+    return tmp_path / "v"
+
+
+def test_clips_per_video_beyond_the_frames_is_refused_or_capped(short_videos: Path, options: Callable[..., object],
+                                                               finishes: Callable[..., object]) -> None:
+    """--clips-per-video 1000000000 never finished listing; 50 on 20-frame videos counted ~12 copies of each clip
+    as independent units."""
+    from latent_scale.sources.batches import UnitDataset
+    from latent_scale.sources.video import VideoSource
+
+    def refusal() -> str:
+        try:
+            VideoSource.open(str(short_videos), options("video", frames=17, clips_per_video=10**9))
+        except InputError as e:
+            return str(e)
+        return "opened"
+
+    assert "--clips-per-video 1000000000 is more than the 20 frames of the longest video" in finishes(refusal)
+    source = VideoSource.open(str(short_videos), options("video", frames=17, clips_per_video=6))
+    with pytest.warns(UserWarning, match="2 of 2 videos hold fewer distinct clips of 17 frames"):
+        source.adapt(None)
+    data = UnitDataset(source, range(6))
+    reasons = [data[i][2] for i in range(6)]
+    assert [r is None for r in reasons] == [True, True, False, True, False, True]  # starts 0, 1, 1, 2, 2, 3
+    assert "repeats clip 1: the video holds 4 distinct clips of 17 frames" in reasons[2]
+
+
+def test_video_frames_have_the_pixel_limit_of_images(short_videos: Path, options: Callable[..., object],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 12000x12000 frame needs gigabytes to decode; images had a limit, frames had none."""
+    from latent_scale.sources.batches import UnitDataset
+    from latent_scale.sources.video import VideoSource
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 48 - 1)  # the test videos are 64x48
+    source = VideoSource.open(str(short_videos), options("video", frames=9))
+    source.adapt(None)
+    reason = UnitDataset(source, [0])[0][2]
+    assert "its frames have 64x48 = 3,072 pixels, more than the 3,071 an image may have" in reason

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -17,6 +17,9 @@ from latent_scale.saved_latents import LatentWriter, read_saved
 from latent_scale.sources.base import Source
 from latent_scale.sources.latents import LatentSource
 from latent_scale.state import Run
+
+if TYPE_CHECKING:
+    from conftest import Cli
 
 C = 4
 
@@ -206,3 +209,34 @@ def test_a_damaged_index_is_refused_in_one_sentence(tmp_path: Path, damage: str)
     index.write_text(json.dumps(content))
     with pytest.raises(InputError, match=says):
         read_saved(tmp_path)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "os", "float33", 5, ["x"]])
+def test_an_index_dtype_that_is_no_encoder_dtype_is_refused(tmp_path: Path, dtype: object) -> None:
+    """The dtype is the one logvar is exponentiated in: "int64" shifted the sample estimate by 5.7 %, "os"
+    named a module, a list was a traceback."""
+    import json
+
+    write(tmp_path, posteriors(2), [0, 1])
+    index = tmp_path / "index-r0.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "dtype": dtype}))
+    with pytest.raises(InputError, match=r"'dtype' is .*, not one of float16, bfloat16, float32, float64"):
+        read_saved(tmp_path)
+
+
+def test_an_index_dtype_refusal_is_one_sentence_on_the_command_line(tmp_path: Path, cli: Cli) -> None:
+    import json
+
+    write(tmp_path, posteriors(2), [0, 1])
+    index = tmp_path / "index-r0.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "dtype": "int64"}))
+    cli.fails("estimate", "--latents", tmp_path, "--no-progress", says=["'dtype' is \"int64\""])
+
+
+def test_resume_leaves_files_it_did_not_name_alone(tmp_path: Path) -> None:
+    """A stray latents-r0-backup.safetensors in the folder was a traceback on resume (int("backup"))."""
+    writer = write(tmp_path, posteriors(4), [0, 1, 2, 3])
+    (tmp_path / "latents-r0-backup.safetensors").write_bytes(b"the user's")
+    resumed = LatentWriter.resume(tmp_path, writer.state(), 0, 1, moments=True, items_per_shard=3)
+    assert resumed.state() == writer.state()
+    assert (tmp_path / "latents-r0-backup.safetensors").read_bytes() == b"the user's"

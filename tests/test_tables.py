@@ -4,6 +4,7 @@ read from files; a corrupt row is one bad unit; hub datasets offline are one sen
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,36 @@ def test_fifo_among_parquet_files_is_refused_without_blocking(tmp_path: Path, ph
         return "opened"
 
     assert "b.parquet as parquet (not a regular file" in finishes(opened)
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_a_path_row_is_read_only_when_it_is_a_regular_file(tmp_path: Path, photos: list[Path], target: str,
+                                                           options: Callable[..., Options],
+                                                           finishes: Callable[..., Any]) -> None:
+    """{bytes: null, path: FIFO} blocked forever; /dev/zero read until memory ran out."""
+    from latent_scale.sources.batches import UnitDataset
+
+    path = tmp_path / "pipe" if target == "fifo" else Path(target)
+    if target == "fifo":
+        os.mkfifo(path)
+    cells = [{"bytes": photos[0].read_bytes(), "path": None}, {"bytes": None, "path": str(path)}]
+    pq.write_table(pa.table({"image": cells}), tmp_path / "t.parquet")
+    source = DatasetSource.open(str(tmp_path / "t.parquet"), options())
+    reason = finishes(lambda: UnitDataset(source, [1])[0][2])
+    assert "not a regular file" in reason and "\n" not in reason
+    assert torch.equal(source.load(0)[0], expected(photos[:1])[0])
+
+
+DAMAGED = {"state.json not JSON": ("state.json", "{oops", "is not valid JSON"),
+           "state.json a list": ("state.json", "[1]", "where an object is expected"),
+           "a data file outside the folder": ("state.json", '{"_data_files": [{"filename": "../x.arrow"}]}',
+                                              "'_data_files' is not a list of {filename: a file in this folder}"),
+           "no splits": ("dataset_dict.json", '{"splits": []}', "names no splits")}
+
+
+@pytest.mark.parametrize("damage", DAMAGED)
+def test_a_damaged_saved_dataset_is_one_sentence(tmp_path: Path, damage: str, options: Callable[..., Options]) -> None:
+    name, text, says = DAMAGED[damage]
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=re.escape(says)):
+        DatasetSource.open(str(tmp_path), options())
