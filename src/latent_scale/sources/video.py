@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ def probe(path: str) -> VideoInfo:
             stream = video_stream(container)
             frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
             rate = stream.average_rate or stream.guessed_rate
+            width, height = stream.codec_context.width, stream.codec_context.height
             origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     except (OSError, ValueError, av.error.FFmpegError) as e:
         return VideoInfo(error=one_line(e))
@@ -88,7 +90,19 @@ def probe(path: str) -> VideoInfo:
         return VideoInfo(error="the video has no frames")
     if not rate:
         return VideoInfo(error="the video records no frame rate")
-    return VideoInfo(frames, float(rate), origin)
+    return VideoInfo(frames, float(rate), origin, too_many_pixels(width, height))
+
+
+def too_many_pixels(width: int, height: int) -> str | None:
+    """Frames beyond the pixel limit images have (PIL's MAX_IMAGE_PIXELS, a decompression-bomb guard:
+    one 12000x12000 frame takes gigabytes to decode) are refused as images are."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        return (f"its frames have {width}x{height} = {width * height:,} pixels, more than the {limit:,} an image "
+                "may have (PIL's MAX_IMAGE_PIXELS)")
+    return None
 
 
 def clip_starts(info: VideoInfo, frames: int, fps: float | None, clips: int) -> list[int]:
@@ -147,6 +161,9 @@ def read_clip(path: str, targets: Sequence[float], tol: float) -> list[Image.Ima
             except SeekedPast:
                 container.seek(0)
                 picked = pick_nearest(timed_frames(container, stream, 0.0), targets, tol)
+            for frame in picked:
+                if too_many_pixels(frame.width, frame.height):
+                    raise ValueError(too_many_pixels(frame.width, frame.height))
             return [frame.to_image().convert("RGB") for frame in picked]
     except av.error.FFmpegError as e:
         raise ValueError(f"cannot decode the video: {one_line(e)}") from e
@@ -180,6 +197,8 @@ class VideoOptions:
         if self.frames is not None:
             check_at_least("frames", self.frames, 1)
         check_positive(self, ("fps",))
+        if self.fps is not None and not math.isfinite(self.fps):
+            raise InputError(f"--fps must be a finite number, got {self.fps}")
 
 
 class VideoSource(Source):
@@ -213,7 +232,12 @@ class VideoSource(Source):
         paths, root = list_videos(spec, VIDEO_EXTENSIONS if own.frames else VIDEO_ONLY)
         if not paths:
             raise InputError(f"--data {spec} holds no videos (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
-        return cls(paths, root, [probe(p) for p in paths], frames=own.frames, fps=own.fps,
+        infos = [probe(p) for p in paths]
+        longest = max((i.frames for i in infos), default=0)
+        if own.clips_per_video > max(longest, 1):
+            raise InputError(f"--clips-per-video {own.clips_per_video} is more than the {longest} frames of the "
+                             f"longest video, so clips would repeat frames; use at most {max(longest, 1)}")
+        return cls(paths, root, infos, frames=own.frames, fps=own.fps,
                    clips_per_video=own.clips_per_video, sizes=ctx.sizes, crop=ctx.crop)
 
     def adapt(self, encoder: Any) -> None:
@@ -224,6 +248,23 @@ class VideoSource(Source):
         self.frames = self.frames or default_frames(t)
         if t:
             check_frames(self.frames, t)
+        self._warn_repeats()
+
+    def _warn_repeats(self) -> None:
+        """Videos too short for --clips-per-video distinct clips: their repeated clips are skipped (counting
+        one clip twice would narrow the interval), said once here."""
+        short = [p for p, info in zip(self.paths, self.infos, strict=True)
+                 if not info.error and info.frames and len(set(self._starts(info))) < self.clips_per_video]
+        if short:
+            warnings.warn(f"--clips-per-video {self.clips_per_video}: {len(short)} of {len(self.paths)} videos hold "
+                          f"fewer distinct clips of {self.frames} frames (e.g. {short[0]}); their repeated clips "
+                          "are skipped", stacklevel=2)
+
+    def _starts(self, info: VideoInfo) -> list[int]:
+        try:
+            return clip_starts(info, self.frames, self.fps, self.clips_per_video)
+        except ValueError:  # shorter than one clip: skipped with that reason when loaded
+            return [0] * self.clips_per_video
 
     def targets(self, index: int) -> tuple[str, list[float], float]:
         """Clip `index`: its file, the times of its frames (seconds) and half a source frame."""
@@ -233,7 +274,11 @@ class VideoSource(Source):
         info = self.infos[video]
         if info.error:
             raise ValueError(info.error)
-        start = clip_starts(info, self.frames, self.fps, self.clips_per_video)[clip]
+        starts = clip_starts(info, self.frames, self.fps, self.clips_per_video)
+        if clip and starts[clip] == starts[clip - 1]:
+            raise ValueError(f"repeats clip {clip - 1}: the video holds {len(set(starts))} distinct clips of "
+                             f"{self.frames} frames")
+        start = starts[clip]
         t0, rate = info.origin + start / info.fps, self.fps or info.fps
         return self.paths[video], [t0 + k / rate for k in range(self.frames)], 0.5 / info.fps
 
