@@ -65,6 +65,7 @@ def test_imagenette_offline_is_a_clear_error(small: tuple, monkeypatch: pytest.M
                     "`latent-scale estimate --model demo-vae --data samples --size 128`"])
 
 
+@pytest.mark.slow
 def test_hub_id_offline_in_a_real_process(tmp_path: Path, cli: Cli) -> None:
     """The default job with no network: exit 2, one sentence, the hint to pass a local path."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path)}
