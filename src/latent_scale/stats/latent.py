@@ -69,7 +69,7 @@ class LatentStats:
         """
         total = self.moments.total().summary()
         std = total["std"]
-        factor, half = self.factor_interval()
+        factor, half = _factor(std), Z95 * self.units.factor_sd()
         per = self.moments.standardised()
         out = {
             "scale_factor": factor,
@@ -90,14 +90,13 @@ class LatentStats:
                             "skew": per["skew"].tolist(), "excess_kurtosis": per["excess_kurtosis"].tolist()},
         }
         if population is not None:
-            _, half_data = self.factor_interval(population)
+            half_data = Z95 * self.units.factor_sd(population)
             out["scale_factor_ci95_dataset"] = [factor - half_data, factor + half_data]
         return out
 
     def factor_interval(self, population: int | None = None) -> tuple[float, float]:
         """The factor 1/std and its 95 % half-width: all the running check after each batch needs."""
-        std = self.moments.total().summary()["std"]
-        return (1 / std if std > 0 else math.nan), Z95 * self.units.factor_sd(population)
+        return _factor(self.moments.total().summary()["std"]), Z95 * self.units.factor_sd(population)
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -120,3 +119,8 @@ class LatentStats:
         out.max = torch.tensor(d["max"], dtype=torch.float64)
         out.histogram = Histogram.from_dict(d["histogram"]) if d.get("histogram") else None
         return out
+
+
+def _factor(std: float) -> float:
+    """The scale factor 1/std (NaN without spread)."""
+    return 1 / std if std > 0 else math.nan
