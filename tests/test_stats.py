@@ -59,7 +59,7 @@ def test_latent_stats_channels_and_global_match_naive_cat() -> None:
     np.testing.assert_allclose(s["per_channel"]["mean"], per.mean(1).numpy(), rtol=1e-12)
     assert s["rms"] == pytest.approx(allz.pow(2).mean().sqrt().item(), rel=1e-9)
     assert (s["min"], s["max"]) == (allz.min().item(), allz.max().item())
-    assert s["num_images"] == 17 and s["num_elements"] == 17 * 3 * 20
+    assert s["units"] == 17 and s["elements"] == 17 * 3 * 20
 
 
 @pytest.mark.parametrize("trailing", [(), (50,), (6, 5), (3, 4, 4)], ids=["tokens", "audio", "image", "video"])
@@ -81,9 +81,9 @@ def test_any_trailing_shape_matches_numpy(trailing: tuple[int, ...]) -> None:
     assert st.histogram.counts.tolist() == want[7].tolist()
     s = st.summary()
     assert s["std"] == pytest.approx(z.std(ddof=1), rel=1e-12)
-    lo, hi = s["scale_factor_ci95"]
+    lo, hi = s["ci95"]
     assert (hi - lo) / 2 == pytest.approx(Z95 * _delta_method_reference(list(z)), rel=1e-9)
-    assert s["num_images"] == 19 and s["num_elements"] == z.size
+    assert s["units"] == 19 and s["elements"] == z.size
 
 
 def _delta_method_reference(images: list[np.ndarray]) -> float:
@@ -111,7 +111,7 @@ def test_interval_matches_independent_delta_method_and_survives_rebasing() -> No
     st = LatentStats(2)
     for im in images:
         st.update(torch.from_numpy(im)[None])
-    lo, hi = st.summary()["scale_factor_ci95"]
+    lo, hi = st.summary()["ci95"]
     assert (hi - lo) / 2 == pytest.approx(Z95 * _delta_method_reference(images), rel=1e-9)
 
 
@@ -270,7 +270,7 @@ def test_interval_covers_full_data_value_and_is_not_too_wide() -> None:
     for _ in range(trials):
         z = population[rng.choice(len(population), n, replace=False)]
         s = subset_stats(z).summary()
-        lo, hi = s["scale_factor_ci95"]
+        lo, hi = s["ci95"]
         covered += lo <= full <= hi
         f = 1 / z.std(ddof=1)
         naive_half = Z95 * f / math.sqrt(2 * z.size)  # normal theory, elements as the unit
@@ -293,15 +293,15 @@ def test_finite_population_correction_is_needed_for_large_subsets() -> None:
     plain = corrected = 0
     for _ in range(trials):
         s = subset_stats(population[rng.choice(300, n, replace=False)]).summary(population=300)
-        plain += s["scale_factor_ci95"][0] <= full <= s["scale_factor_ci95"][1]
-        corrected += s["scale_factor_ci95_dataset"][0] <= full <= s["scale_factor_ci95_dataset"][1]
-        ratio = np.diff(s["scale_factor_ci95_dataset"])[0] / np.diff(s["scale_factor_ci95"])[0]
+        plain += s["ci95"][0] <= full <= s["ci95"][1]
+        corrected += s["ci95_dataset"][0] <= full <= s["ci95_dataset"][1]
+        ratio = np.diff(s["ci95_dataset"])[0] / np.diff(s["ci95"])[0]
         assert ratio == pytest.approx(math.sqrt((300 - n) / 299), rel=1e-9)
     lo_band, hi_band = coverage_band(trials)
     assert lo_band <= corrected / trials <= hi_band, corrected / trials
     assert plain / trials > 0.975, plain / trials
     full_pass = subset_stats(population).summary(population=300)
-    assert full_pass["scale_factor_ci95_dataset"] == [full_pass["scale_factor"]] * 2
+    assert full_pass["ci95_dataset"] == [full_pass["scale_factor"]] * 2
 
 
 # --- the distribution: moments, histogram, tails ---------------------------------------------------------

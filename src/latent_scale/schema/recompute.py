@@ -123,16 +123,16 @@ def summary(latent: Latent, population: int | None) -> dict[str, Any]:
         return count_beyond(latent.histogram, k / factor, lo, hi) / n if factor > 0 and n else None
 
     out = {
-        "scale_factor": factor, "scale_factor_ci95": [factor - half, factor + half], "std": std,
+        "scale_factor": factor, "ci95": [factor - half, factor + half], "std": std,
         "mean": total["mean"], "rms": rms(std, total["mean"], n), "skew": total["skew"],
         "excess_kurtosis": total["excess_kurtosis"], "min": min(lo), "max": max(hi),
-        "beyond_1": beyond(1.0), "beyond_3": beyond(3.0), "num_images": latent.images.n, "num_elements": n,
+        "beyond_1": beyond(1.0), "beyond_3": beyond(3.0), "units": latent.images.n, "elements": n,
         "per_channel": {"mean": list(m.mean), "std": [p["std"] for p in per], "min": lo, "max": hi,
                         "skew": [p["skew"] for p in per], "excess_kurtosis": [p["excess_kurtosis"] for p in per]},
     }
     if population is not None:
         half_data = Z95 * factor_sd(latent, population)
-        out["scale_factor_ci95_dataset"] = [factor - half_data, factor + half_data]
+        out["ci95_dataset"] = [factor - half_data, factor + half_data]
     return out
 
 
@@ -169,17 +169,17 @@ def assemble(found: dict[str, dict[str, Any]], posterior: str, stochastic: bool)
 
     out = {
         keys.KEY_SCALE_FACTOR: chosen["scale_factor"],
-        keys.KEY_SCALE_FACTOR_CI95: rescaled(main["scale_factor_ci95"]),
+        keys.KEY_SCALE_FACTOR_CI95: rescaled(main["ci95"]),
         keys.KEY_STD: chosen["std"], keys.KEY_MEAN: chosen["mean"], keys.KEY_RMS: chosen["rms"],
         keys.KEY_SHIFT_FACTOR: chosen["mean"],
-        keys.KEY_NUM_UNITS: main["num_images"], keys.KEY_NUM_IMAGES: main["num_images"],
-        keys.KEY_NUM_ELEMENTS: main["num_elements"],
+        keys.KEY_NUM_UNITS: main["units"], keys.KEY_NUM_IMAGES: main["units"],
+        keys.KEY_NUM_ELEMENTS: main["elements"],
         keys.KEY_PER_CHANNEL: {**seen["per_channel"], **chosen["per_channel"]},
         keys.KEY_DISTRIBUTION: {k: seen[k] for k in DISTRIBUTION},
         keys.KEY_ESTIMATES: {k: {f: v[f] for f in ESTIMATE} for k, v in found.items()},
     }
-    if "scale_factor_ci95_dataset" in main:
-        out[keys.KEY_SCALE_FACTOR_CI95_DATASET] = rescaled(main["scale_factor_ci95_dataset"])
+    if "ci95_dataset" in main:
+        out[keys.KEY_SCALE_FACTOR_CI95_DATASET] = rescaled(main["ci95_dataset"])
     return out
 
 

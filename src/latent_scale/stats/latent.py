@@ -73,7 +73,7 @@ class LatentStats:
         per = self.moments.standardised()
         out = {
             "scale_factor": factor,
-            "scale_factor_ci95": [factor - half, factor + half],
+            "ci95": [factor - half, factor + half],
             "std": std,
             "mean": total["mean"],
             "rms": rms(std, total["mean"], self.num_elements),
@@ -83,15 +83,15 @@ class LatentStats:
             "max": float(self.max.max()),
             "beyond_1": self.beyond(factor, 1.0),
             "beyond_3": self.beyond(factor, 3.0),
-            "num_images": self.units.n,
-            "num_elements": self.num_elements,
+            "units": self.units.n,
+            "elements": self.num_elements,
             "per_channel": {"mean": self.moments.mean.tolist(), "std": per["std"].tolist(),
                             "min": self.min.tolist(), "max": self.max.tolist(),
                             "skew": per["skew"].tolist(), "excess_kurtosis": per["excess_kurtosis"].tolist()},
         }
         if population is not None:
             half_data = Z95 * self.units.factor_sd(population)
-            out["scale_factor_ci95_dataset"] = [factor - half_data, factor + half_data]
+            out["ci95_dataset"] = [factor - half_data, factor + half_data]
         return out
 
     def factor_interval(self, population: int | None = None) -> tuple[float, float]:
