@@ -10,7 +10,7 @@ markdown tables (pasted into the README).
     python scripts/bench.py --sections stats,speed       # the statistics, then naive vs fp32 vs auto
     python scripts/bench.py --sections latents,video     # --latents vs a torch.load loop; video clips
     python scripts/bench.py --sections sweep,forecast,cli
-    python scripts/bench.py --sections stats --stats-against /tmp/old_stats.py   # before/after
+    python scripts/bench.py --sections stats --stats-against /tmp/old/stats   # before/after (package or stats.py)
     python scripts/bench.py --device cuda --size 512 --images 480 --sections speed   # on a GPU
 
 Sections: stats and cli (seconds), latents, sweep, forecast (a minute or two each), speed, video,
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import resource
@@ -161,13 +162,17 @@ def encoder_flops(model: str, size: int) -> float:
 # --- the statistics alone -----------------------------------------------------------------------------
 
 def load_stats(path: str | None) -> ModuleType:
-    """latent_scale.stats, or another version of that file (e.g. `git show REV:src/latent_scale/stats.py`)."""
+    """latent_scale.stats, or another version of it: a folder holding the package (e.g. `git archive REV
+    src/latent_scale/stats | tar -x`) or the single stats.py of trees before the package."""
     if path is None:
         from latent_scale import stats
 
         return stats
-    spec = importlib.util.spec_from_file_location("stats_against", path)
+    folder = Path(path) if Path(path).is_dir() else None
+    spec = importlib.util.spec_from_file_location("stats_against", folder / "__init__.py" if folder else path,
+                                                  submodule_search_locations=[str(folder)] if folder else None)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the package's relative imports find it there
     spec.loader.exec_module(module)
     return module
 
@@ -234,6 +239,30 @@ def naive(model: str, data: str, size: int, limit: int, batch_size: int, workers
         for x in loader:
             first = first or process_age()
             latents.append(vae.encode(x.to(device)).latent_dist.sample().cpu())
+    return {**kept(torch.cat(latents), start), "startup_s": first, "process_s": process_age()}
+
+
+def naive_video(model: str, data: str, frames: int, size: int, limit: int, batch_size: int, device: str) -> dict:
+    """The throw-away script for video: the first `frames` frames of each file decoded with PyAV, each
+    preprocessed like an image, clips of (3, T, H, W) encoded in float32, every latent kept, then .std()."""
+    import av
+    from diffusers import AutoencoderKLWan
+
+    from latent_scale.sources.images import preprocess
+
+    start, tf = time.perf_counter(), preprocess(size)
+    vae = AutoencoderKLWan.from_pretrained(model).to(device).eval()
+    clips, latents, first = [], [], None
+    paths = sorted(Path(data).glob("*.mp4"))[:limit]
+    for path in paths:
+        with av.open(str(path)) as container:
+            decoded = [f.to_image() for f in itertools.islice(container.decode(video=0), frames)]
+        clips.append(torch.stack([tf(img) for img in decoded], dim=1))
+        if len(clips) == batch_size or path == paths[-1]:
+            first = first or process_age()
+            with torch.no_grad():
+                latents.append(vae.encode(torch.stack(clips).to(device)).latent_dist.sample().cpu())
+            clips = []
     return {**kept(torch.cat(latents), start), "startup_s": first, "process_s": process_age()}
 
 
@@ -321,7 +350,8 @@ def process_age() -> float:
 LOADED = time.perf_counter()
 
 
-CHILDREN: dict[str, Callable[..., dict]] = {"naive": naive, "naive_latents": naive_latents, "ours": ours}
+CHILDREN: dict[str, Callable[..., dict]] = {"naive": naive, "naive_video": naive_video, "naive_latents": naive_latents,
+                                            "ours": ours}
 
 
 def child(which: str, options: str) -> None:
@@ -355,10 +385,13 @@ def measure(which: str, tree: Path | None = None, **kw: object) -> dict:
     options = json.dumps({k: v for k, v in kw.items() if v is not None}, default=str)
     cmd = [sys.executable, __file__, "--child", which, options]
     env = {**os.environ, "PYTHONPATH": str(tree / "src")} if tree else None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # with its loader workers
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "cpu_s": cpu}
 
 
 def interleaved(runs: dict[str, tuple[str, dict]], repeats: int) -> dict[str, list[dict]]:
@@ -395,7 +428,7 @@ def table(header: str, rows: list[list[object]]) -> None:
 def precision_text(check: dict | None) -> str:
     if not check:
         return "–"
-    return f"std {check['std_rel_diff']:+.1e} vs float32 ({check['images']} images)"
+    return f"std {check['std_rel_diff']:+.1e} vs float32 ({check['images']} units)"
 
 
 def loop_text(rs: list[dict]) -> str:
@@ -421,10 +454,12 @@ def speed_section(args: argparse.Namespace, tmp: Path) -> None:
     base = results["naive script (fp32, 4 workers)"]
     print(f"\nSpeed: {args.arch} VAE, {args.size} px, {args.images} images, batch {args.batch_size}, "
           f"{args.device}, {cpu_line()}, {args.repeats} interleaved repeats; peak {peaks}")
-    table("run|dtype|layout|end to end s|vs naive|start-up s|loop images/s|loop TFLOP/s|share of peak|factor|"
-          "precision check", [speed_row(name, rs, base) for name, rs in results.items()])
+    table("run|dtype|layout|end to end s|vs naive|vs naive, CPU time|start-up s|loop images/s|loop TFLOP/s|"
+          "share of peak|factor|precision check", [speed_row(name, rs, base) for name, rs in results.items()])
     print("\nend to end: from the process's start (imports included) to the answer, median of the repeats; "
-          "vs naive: the naive script's time over this one's, per repeat, median; start-up: before the first "
+          "vs naive: the naive script's time over this one's, per repeat, median (CPU time: the processes' own "
+          "CPU seconds, loader workers included, which other programs on the machine do not inflate); "
+          "start-up: before the first "
           "batch, plus the float32 twin's load; loop: latent-scale's own count of its encode loop (batches, "
           "the precision check's float32 encode, the statistics).")
 
@@ -437,6 +472,7 @@ def speed_row(name: str, rs: list[dict], base: list[dict]) -> list[object]:
     return [name, rs[-1].get("dtype") or "float32", run.get("memory_format") or "–",
             f"{med(r['process_s'] for r in rs):.1f}",
             f"{med(b['process_s'] / r['process_s'] for r, b in zip(rs, base, strict=True)):.2f}x",
+            f"{med(b['cpu_s'] / r['cpu_s'] for r, b in zip(rs, base, strict=True)):.2f}x",
             f"{med(r['startup_s'] for r in rs):.1f}", loop_text(rs),
             f"{med(loop):.3f}" if loop else "–", f"{100 * med(share):.0f} %" if share else "–",
             f"{rs[-1]['factor']:.5f}", precision_text(rs[-1].get("precision_check"))]
@@ -545,7 +581,7 @@ def peak_section(args: argparse.Namespace, tmp: Path) -> None:
     """This CPU's practical peak per dtype: the probe latent-scale runs once and caches, run again now."""
     from latent_scale.hardware import peak_key, probe_tflops
 
-    print(f"\nPeak: {cpu_line()}, {torch.get_num_threads()} threads (TFLOP/s, best of 3 after a warm-up)")
+    print(f"\nPeak: {cpu_line()}, {torch.get_num_threads()} threads (TFLOP/s, best of 6 after a warm-up)")
     table("dtype|2048² matmul|3×3 convolution|practical peak|cache key", [
         [name, f"{p['matmul']:.3f}", f"{p['conv3x3']:.3f}", f"{max(p.values()):.3f}", peak_key(getattr(torch, name))]
         for name, p in ((name, probe_tflops(getattr(torch, name))) for name in ("float32", "bfloat16"))])
@@ -620,32 +656,106 @@ def latents_section(args: argparse.Namespace, tmp: Path) -> None:
         runs[base[count]] = ("naive_latents", {"folder": folder})
         runs.update({f"{name}, {count} files": ("ours", {"latents": folder, **kw}) for name, kw in LATENT_RUNS.items()})
     results = interleaved(runs, args.repeats)
-    print(f"\n--latents: .pt files of {args.latent_shape} (one latent each), {args.repeats} interleaved repeats "
-          "(files/s per repeat, from the call: listing included; peak RSS of the last)")
-    table("run|files|files/s|vs naive|peak RSS MB|latents held MB|factor",
-          [[name, rs[-1]["units"], rates_text(rs), ratio_text(rs, results[base[rs[-1]["units"]]]),
+    sizes = {count: folder_mb(write_latents(tmp, count, shape)) for count in base}
+    disk = read_speeds(tmp)
+    print(f"\n--latents: .pt files of {args.latent_shape} (one latent each), {cpu_line()}, {args.repeats} interleaved "
+          "repeats (files/s per repeat, from the call: listing included; MB/s median; peak RSS of the last); this "
+          f"disk reads {disk['disk']:.0f} MB/s (a {disk['mb']:.0f} MB file, dropped from the page cache first) "
+          f"and the page cache {disk['cache']:.0f} MB/s; the files were just written, so they come from the cache")
+    table("run|files|files/s|MB/s|vs naive|peak RSS MB|latents held MB|factor",
+          [[name, rs[-1]["units"], rates_text(rs),
+            f"{statistics.median(sizes[r['units']] / r['seconds'] for r in rs):.0f}",
+            ratio_text(rs, results[base[rs[-1]["units"]]]),
             f"{rs[-1]['peak_rss_mb']:.0f}", f"{rs[-1]['held_mb']:.1f}", f"{rs[-1]['factor']:.9f}"]
            for name, rs in results.items()])
     print("\nlatent-scale computes everything it reports (float64 moments per channel and per latent, "
           "histograms, min/max, the interval); the naive loop one std. Defaults: batch 12, workers 0 on 2 cores.")
+    npz_rows(args, tmp)
+
+
+NPZ_BATCH = (3000, (4, 16, 16))  # latents in one .npz, and their shape
+
+
+def write_npz(out: Path, compressed: bool) -> Path:
+    """One .npz holding a batch of NPZ_BATCH latents, as np.savez or np.savez_compressed writes it."""
+    count, shape = NPZ_BATCH
+    path = out / f"batch-{'compressed' if compressed else 'stored'}.npz"
+    batch = torch.randn((count, *shape), generator=torch.Generator().manual_seed(0)) * 5 + 0.5
+    (np.savez_compressed if compressed else np.savez)(path, latents=batch.numpy())
+    return path
+
+
+def npz_rows(args: argparse.Namespace, tmp: Path) -> None:
+    """A batch in one .npz, uncompressed (read in place) and compressed (decompressed once, then row by row)."""
+    runs = {f"--latents, np.savez{suffix}": ("ours", {"latents": write_npz(tmp, bool(suffix))})
+            for suffix in ("", "_compressed")}
+    results = interleaved(runs, args.repeats)
+    count, shape = NPZ_BATCH
+    print(f"\n--latents: one .npz of {count} latents of {'x'.join(map(str, shape))}, {args.repeats} interleaved "
+          "repeats (latents/s per repeat, from the call)")
+    table("run|latents|latents/s|seconds|factor", [[name, rs[-1]["units"], rates_text(rs), f"{rs[-1]['seconds']:.2f}",
+                                                    f"{rs[-1]['factor']:.9f}"] for name, rs in results.items()])
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+
+
+def read_speeds(tmp: Path, mb: int = 512) -> dict[str, float]:
+    """MB/s of reading one large file once from the disk (written, synced, then dropped from the page cache
+    with posix_fadvise: this file only, nothing else is evicted) and once more from the page cache."""
+    path = tmp / "read-speed.bin"
+    block = np.random.default_rng(0).bytes(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(mb):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    speeds = {"mb": mb * 1.048576}
+    for kind in ("disk", "cache"):
+        start = time.perf_counter()
+        with open(path, "rb", buffering=0) as f:
+            while f.read(1 << 24):
+                pass
+        speeds[kind] = speeds["mb"] / (time.perf_counter() - start)
+    path.unlink()
+    return speeds
 
 
 def video_section(args: argparse.Namespace, tmp: Path) -> None:
-    """Clips/s and peak RSS of a tiny Wan-architecture VAE at N and 4N clips (flat: one batch held)."""
+    """Clips/s and peak RSS of a tiny Wan-architecture VAE at N and 4N clips (flat: one batch held), then
+    the naive script against latent-scale (float32 and the auto dtype) on 4N clips, side by side."""
     model, n = build_vae("wan", tmp), args.clips
     data = write_videos(tmp, 4 * n, args.frames + 7, args.video_size)
-    rows = [measure("ours", model=model, data=data, frames=args.frames, size=args.video_size, limit=count,
-                    batch_size=2, dtype="float32", device=args.device) for count in (n, 4 * n)]
+    common = {"model": model, "data": data, "frames": args.frames, "size": args.video_size, "batch_size": 2,
+              "device": args.device}
+    rows = [measure("ours", **common, limit=count, dtype="float32") for count in (n, 4 * n)]
     print(f"\nVideo: tiny Wan-architecture VAE (AutoencoderKLWan, 1/6 width), {args.frames} frames at "
           f"{args.video_size} px, batch 2, float32, {args.device}")
     scaling_table(rows, "clips")
+    runs = {"naive script (fp32)": ("naive_video", {**common, "limit": 4 * n}),
+            "latent-scale --dtype float32": ("ours", {**common, "limit": 4 * n, "dtype": "float32"}),
+            "latent-scale --dtype auto": ("ours", {**common, "limit": 4 * n, "dtype": "auto"})}
+    results = interleaved(runs, args.repeats)
+    table("run|dtype|layout|end to end s|vs naive|vs naive, CPU time|start-up s|loop clips/s|loop TFLOP/s|"
+          "share of peak|factor|precision check",
+          [speed_row(name, rs, results["naive script (fp32)"]) for name, rs in results.items()])
 
 
 def scaling_table(rows: list[dict], units: str) -> None:
-    """Runs of N and 4N units: time, rate end to end and in the loop, peak RSS (flat when nothing is kept)."""
-    table(f"{units}|seconds|{units}/s|loop {units}/s|peak RSS MB|factor",
-          [[r["units"], f"{r['seconds']:.1f}", f"{rate(r):.3f}", f"{r['loop_rate'] or 0:.3f}",
-            f"{r['peak_rss_mb']:.0f}", f"{r['factor']:.5f}"] for r in rows])
+    """Runs of N and 4N units: time, rate end to end and in the loop, the loop's share of this CPU's float32
+    peak, start-up, peak RSS (flat when nothing is kept)."""
+    print(cpu_line())
+    table(f"{units}|seconds|{units}/s|loop {units}/s|share of peak|start-up s|peak RSS MB|factor",
+          [[r["units"], f"{r['seconds']:.1f}", f"{rate(r):.3f}", f"{r['loop_rate'] or 0:.3f}", share_text(r),
+            f"{r['startup_s']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['factor']:.5f}"] for r in rows])
+
+
+def share_text(r: dict) -> str:
+    share = (r.get("run") or {}).get("fraction_of_peak")
+    return f"{100 * share:.0f} %" if share else "–"
 
 
 def audio_section(args: argparse.Namespace, tmp: Path) -> None:
@@ -770,7 +880,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=17, help="frames per clip for the video rows")
     p.add_argument("--video-size", type=int, default=128, help="frame size for the video rows")
     p.add_argument("--sweep-images", type=int, default=48, help="images for the sweep rows")
-    p.add_argument("--stats-against", help="another stats.py to time beside this tree's")
+    p.add_argument("--stats-against", help="another stats package folder (or stats.py) to time beside this tree's")
     p.add_argument("--against", metavar="REV", help="a git revision (or a folder holding src/) whose latent_scale "
                    "runs beside this tree's in the speed and startup sections")
     p.add_argument("--batch-size", type=int, default=12)
@@ -787,8 +897,8 @@ def main() -> None:
     unknown = set(chosen) - set(SECTIONS)
     if unknown:
         sys.exit(f"unknown --sections {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-          f"device {args.device}, load average {os.getloadavg()[0]:.1f}")
+    print(f"torch {torch.__version__}, {cpu_line()}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"load average {os.getloadavg()[0]:.1f}; practical peak {measure_peaks(args.device)}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, section in SECTIONS.items():
             if name in chosen:
