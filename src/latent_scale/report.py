@@ -11,6 +11,13 @@ import torch
 from .conventions import CONVENTIONS, normalisations
 from .forecast import table_rows
 from .known import lookup
+from .schema.keys import (
+    KEY_CONFIG_NORMALISED,
+    KEY_NUM_IMAGES,
+    KEY_REFERENCES,
+    KEY_SCALE_FACTOR_CI95,
+    KEY_SCALE_FACTOR_CI95_DATASET,
+)
 from .stats import histogram_edges
 
 NORMAL_BEYOND = {1: 0.31731, 3: 0.0026998}  # P(|X| > k) for X ~ N(0, 1)
@@ -56,10 +63,10 @@ def _published_row(r: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _rows_headline(r: dict[str, Any]) -> list[tuple[str, str]]:
-    lo, hi = r["scale_factor_ci95"]
+    lo, hi = r[KEY_SCALE_FACTOR_CI95]
     size = r["recipe"].get("dataset_size")
-    subset = size is not None and r["num_images"] + len(r["skipped"]) < size
-    images = f"{r['num_images']}" + (f" of {size}" if subset else "")
+    subset = size is not None and r[KEY_NUM_IMAGES] + len(r["skipped"]) < size
+    images = f"{r[KEY_NUM_IMAGES]}" + (f" of {size}" if subset else "")
     rows = [
         (_units(r), images + (f" ({len(r['skipped'])} skipped)" if r["skipped"] else "")),
         ("latent shape", " × ".join(str(d) for d in r["latent_shape"])
@@ -68,8 +75,8 @@ def _rows_headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("std", _fmt(r["std"])),
         ("scale factor", f"{r['scale_factor']:.5f} ± {(hi - lo) / 2:.5f} (95%, posterior {r['recipe']['posterior']})"),
     ]
-    if subset and "scale_factor_ci95_dataset" in r:
-        dlo, dhi = r["scale_factor_ci95_dataset"]
+    if subset and KEY_SCALE_FACTOR_CI95_DATASET in r:
+        dlo, dhi = r[KEY_SCALE_FACTOR_CI95_DATASET]
         rows.append((f"  all {_units(r)}", f"± {(dhi - dlo) / 2:.5f} for the value on all {size} (95%)"))
     return rows
 
@@ -80,14 +87,14 @@ def _rows_config(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("rms factor", f"{1 / r['rms']:.5f} (uncentred)" if r["rms"] else "-"),
         ("config factor", _fmt(r["model"].get("config_scaling_factor"))),
     ]
-    own = r.get("config_normalised")
+    own = r.get(KEY_CONFIG_NORMALISED)
     if own:
         rows.append(("config → std", f"{own['std']:.4f}, mean {own['mean']:+.4f} after the model's own "
                                       f"{own['convention']} normalisation (1 and 0 are perfect)"))
     published = _published_row(r)
     if published:
         rows.append(published)
-    return rows + [(f"ratio to {v}", f"{r['scale_factor'] / v:.4f}") for v in r["references"].values()]
+    return rows + [(f"ratio to {v}", f"{r['scale_factor'] / v:.4f}") for v in r[KEY_REFERENCES].values()]
 
 
 def _rows_distribution(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -167,9 +174,9 @@ def format_sweep(results: list[dict[str, Any]]) -> str:
     units = _units(results[0])
     lines = [f"{'size':>6}  {units:>7}  {'scale factor':>22}  {'shift':>9}  ratio to {results[0]['recipe']['size']}"]
     for r in results:
-        lo, hi = r["scale_factor_ci95"]
+        lo, hi = r[KEY_SCALE_FACTOR_CI95]
         factor = f"{r['scale_factor']:>11.5f} ± {(hi - lo) / 2:<8.5f}"
-        lines.append(f"{r['recipe']['size']:>6}  {r['num_images']:>7}  {factor}  {r['shift_factor']:>9.4g}  "
+        lines.append(f"{r['recipe']['size']:>6}  {r[KEY_NUM_IMAGES]:>7}  {factor}  {r['shift_factor']:>9.4g}  "
                      f"{r['scale_factor'] / first:.4f}")
     return "\n".join(lines) + "\n" + format_rows([("precision", _precision(results[0]))])
 
