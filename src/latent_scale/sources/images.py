@@ -45,10 +45,10 @@ def _imagenette(cache_dir: str | None) -> list[str]:
         for split in ("train", "val"):
             Imagenette(str(root), split=split, size="full", download=True)
     except Exception as e:  # noqa: BLE001 - urllib, tarfile and md5 failures all mean the same to the user
-        raise InputError(
-            f"could not download Imagenette into {root} ({one_line(e, 160)}); "
-            "without network access pass --data FOLDER, a .txt list, or --data samples"
-        ) from e
+        from ..hub import data_hint
+
+        raise InputError(f"could not download Imagenette into {root} ({one_line(e, 160)}); "
+                         f"{data_hint()}") from e
     return scan_folder(root / "imagenette2", IMAGE_EXTENSIONS)
 
 
@@ -135,7 +135,24 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-class ImageSource(Source):
+class Resized:
+    """Units preprocessed by the classic recipe at every --size asked for: one view per size. Units
+    share a batch only when cropped to one shape (a float32 convolution's rounding depends on the
+    batch, so units of different shapes go one at a time)."""
+
+    def __init__(self, sizes: Sequence[int], crop: bool) -> None:
+        self.sizes, self.crop = tuple(sizes), crop
+        self.transforms = [preprocess(size, crop) for size in sizes]
+
+    @property
+    def uniform(self) -> bool:
+        return self.crop
+
+    def views(self) -> list[dict[str, Any]]:
+        return [{"size": size} for size in self.sizes]
+
+
+class ImageSource(Resized, Source):
     """Image files and tar members; one view per --size (decoded once, resized per size)."""
 
     kind = "images"
@@ -144,10 +161,9 @@ class ImageSource(Source):
 
     def __init__(self, ids: list[str], root: str, members: dict[str, Span], sizes: Sequence[int],
                  crop: bool = True) -> None:
-        super().__init__(ids, root)
+        Source.__init__(self, ids, root)
+        Resized.__init__(self, sizes, crop)
         self.members = members
-        self.crop = crop
-        self.transforms = [preprocess(size, crop) for size in sizes]
 
     @classmethod
     def accepts(cls, spec: str, ctx: SourceContext) -> bool:
@@ -172,12 +188,8 @@ class ImageSource(Source):
         img = self.image(index)
         return tuple(t(img) for t in self.transforms)
 
-    @property
-    def uniform(self) -> bool:
-        return self.crop
-
     def recipe(self) -> dict[str, Any]:
-        return {"preprocess": RECIPE}
+        return {"preprocess": RECIPE, "crop": self.crop}
 
     def signature(self) -> str:
         """Sizes and modification times of the files (tar shards once): replaced images show."""

@@ -24,7 +24,7 @@ from ..fields import option
 from ..options import check_at_least, check_positive
 from .base import Source, SourceContext, file_signature
 from .files import check_regular, expand, glob_root, is_glob, matching, read_list, scan_folder
-from .images import preprocess
+from .images import Resized
 
 if TYPE_CHECKING:
     import av
@@ -201,7 +201,7 @@ class VideoOptions:
             raise InputError(f"--fps must be a finite number, got {self.fps}")
 
 
-class VideoSource(Source):
+class VideoSource(Resized, Source):
     """Clips of video files; one view per --size (frames decoded once, resized per size).
 
     `frames` may be set after the model is known (the default clip length depends on it)."""
@@ -215,11 +215,10 @@ class VideoSource(Source):
     def __init__(self, paths: list[str], root: str, infos: list[VideoInfo], *, frames: int | None,
                  fps: float | None, clips_per_video: int, sizes: Sequence[int], crop: bool = True) -> None:
         ids = [f"{os.path.relpath(p, root)}#clip{j}" for p in paths for j in range(clips_per_video)]
-        super().__init__(ids, root)
+        Source.__init__(self, ids, root)
+        Resized.__init__(self, sizes, crop)
         self.paths, self.infos = paths, infos
         self.frames, self.fps, self.clips_per_video = frames, fps, clips_per_video
-        self.crop = crop
-        self.transforms = [preprocess(size, crop) for size in sizes]
 
     @classmethod
     def accepts(cls, spec: str, ctx: SourceContext) -> bool:
@@ -288,12 +287,8 @@ class VideoSource(Source):
         images = read_clip(*self.targets(index))
         return tuple(torch.stack([t(img) for img in images], dim=1) for t in self.transforms)
 
-    @property
-    def uniform(self) -> bool:
-        return self.crop
-
     def recipe(self) -> dict[str, Any]:
-        return {"preprocess": RECIPE, "frames": self.frames, "fps": self.fps,
+        return {"preprocess": RECIPE, "crop": self.crop, "frames": self.frames, "fps": self.fps,
                 "clips_per_video": self.clips_per_video}
 
     def signature(self) -> str:
