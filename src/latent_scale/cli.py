@@ -28,6 +28,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Measure the latent scale factor (and shift) of a diffusers autoencoder.")
 
 
+def flag(*names: str, **kwargs: Any) -> Any:
+    """A yes/no option: off by default, shown without a type in the help."""
+    return typer.Option(False, *names, metavar="", show_default=False, **kwargs)
+
+
 def user_errors(command: Callable) -> Callable:
     """Turn InputError / Interrupted / Ctrl-C into one line on stderr and the documented exit code."""
 
@@ -55,7 +60,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+def _root(version: bool = flag("--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """Measure the latent scale factor (and shift) of a diffusers autoencoder."""
 
@@ -88,10 +93,11 @@ def _estimate_signature() -> inspect.Signature:
                                rich_help_panel=f.metadata["panel"], metavar="" if flag else None)
         params.append(inspect.Parameter(f.name, keyword, default=default, annotation=_cli_type(f, hints)))
     params += [
-        inspect.Parameter("json_", keyword, annotation=bool, default=typer.Option(
-            False, "--json", help="Print the result JSON on stdout instead of the table", rich_help_panel="Output")),
-        inspect.Parameter("snippets", keyword, annotation=bool, default=typer.Option(
-            False, help="Also print a diffusers config.json snippet per normalisation", rich_help_panel="Output")),
+        inspect.Parameter("json_", keyword, annotation=bool, default=flag(
+            "--json", help="Print the result JSON on stdout instead of the table", rich_help_panel="Output")),
+        inspect.Parameter("snippets", keyword, annotation=bool, default=flag(
+            "--snippets", help="Also print a diffusers config.json snippet per normalisation",
+            rich_help_panel="Output")),
         inspect.Parameter("config", keyword, annotation=Optional[Path], default=typer.Option(  # noqa: UP045
             None, help="A TOML preset (see configs/); options given here override it", rich_help_panel="Model")),
     ]
@@ -153,9 +159,9 @@ def _show(result: dict | list[dict], json_: bool, snippets: bool) -> None:
 def merge(
     results: list[Path] = typer.Argument(..., help="Result JSON files of the shards."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the merged result."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing file that is not a latent-scale result."),
-    json_: bool = typer.Option(False, "--json", help="Print the merged JSON instead of the table."),
-    snippets: bool = typer.Option(False, help="Also print a diffusers config.json snippet per normalisation."),
+    force: bool = flag("--force", help="Replace an existing file that is not a latent-scale result."),
+    json_: bool = flag("--json", help="Print the merged JSON instead of the table."),
+    snippets: bool = flag("--snippets", help="Also print a diffusers config.json snippet per normalisation."),
 ) -> None:
     """Combine shard results exactly into one result (a --size sweep: size by size)."""
     from .merge import merge_files
@@ -170,8 +176,8 @@ def compare(
     results: list[Path] = typer.Argument(..., help="Result JSON files (a --size sweep file gives one per size)."),
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="Also draw the per-channel histograms overlaid (needs matplotlib)."),
-    json_: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
-    force: bool = typer.Option(False, "--force",
+    json_: bool = flag("--json", help="Print the comparison as JSON."),
+    force: bool = flag("--force",
                                help="Let -o replace an existing file that is not a latent-scale plot."),
 ) -> None:
     """Results side by side, and whether their factors differ beyond their 95 % intervals."""
@@ -196,8 +202,8 @@ def compare(
 def known(
     model: str | None = typer.Option(None, help="Show this hub id's entry (and its per-channel values)."),
     registry: list[Path] = typer.Option([], help="An extra registry TOML file (repeatable); later files win."),
-    json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    classes: bool = typer.Option(False, "--classes", help="Every autoencoder class of the installed diffusers, "
+    json_: bool = flag("--json", help="Print JSON instead of text."),
+    classes: bool = flag("--classes", help="Every autoencoder class of the installed diffusers, "
                                  "with its status here (supported: input, posteriors; or refused, and why)."),
 ) -> None:
     """Published scale factors (and shifts, per-channel constants), each with its source."""
@@ -226,12 +232,12 @@ def known(
 def apply(
     result: Path = typer.Argument(..., help="A result JSON of latent-scale estimate or merge."),
     to: str = typer.Option(..., help="The local VAE (or pipeline) folder whose config.json to update."),
-    shift: bool = typer.Option(False, help="Write shift_factor and scaling_factor (SD3/FLUX convention)."),
-    per_channel: bool = typer.Option(False, help="Write latents_mean/latents_std and scaling_factor 1."),
-    rms: bool = typer.Option(False, help="Write the uncentred factor 1/rms as scaling_factor."),
+    shift: bool = flag("--shift", help="Write shift_factor and scaling_factor (SD3/FLUX convention)."),
+    per_channel: bool = flag("--per-channel", help="Write latents_mean/latents_std and scaling_factor 1."),
+    rms: bool = flag("--rms", help="Write the uncentred factor 1/rms as scaling_factor."),
     subfolder: str | None = typer.Option(None, help="Subfolder of --to holding the VAE's config.json."),
-    dry_run: bool = typer.Option(False, help="Print what would be set and removed; write nothing."),
-    force: bool = typer.Option(False, help="Write into a config of another class than the one measured."),
+    dry_run: bool = flag("--dry-run", help="Print what would be set and removed; write nothing."),
+    force: bool = flag("--force", help="Write into a config of another class than the one measured."),
     size: int | None = typer.Option(None, help="The entry of a --size sweep result to apply."),
 ) -> None:
     """Write the measured factor into a local VAE's config.json (atomically; the original stays as .bak)."""
@@ -249,7 +255,7 @@ def apply(
 def plot(
     result: Path = typer.Argument(..., help="A result JSON of latent-scale estimate or merge."),
     output: Path = typer.Option(..., "--output", "-o", help="Image file to write (png, pdf, svg ...)."),
-    force: bool = typer.Option(False, help="Let -o replace an existing file that is not a latent-scale plot."),
+    force: bool = flag("--force", help="Let -o replace an existing file that is not a latent-scale plot."),
     size: int | None = typer.Option(None, help="Plot only this size of a --size sweep (default: a row per size)."),
 ) -> None:
     """Per-channel histograms of the scaled latents against a unit normal (needs matplotlib)."""
