@@ -88,9 +88,9 @@ def _estimate_signature() -> inspect.Signature:
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     for f, hints in _option_fields():
         shown = f.metadata["shown"] or (f.default is not None and f.default is not False)
-        flag = hints[f.name] is bool
+        yes_no = hints[f.name] is bool
         default = typer.Option(f.default, *f.metadata["flags"], help=f.metadata["help"], show_default=shown,
-                               rich_help_panel=f.metadata["panel"], metavar="" if flag else None)
+                               rich_help_panel=f.metadata["panel"], metavar="" if yes_no else None)
         params.append(inspect.Parameter(f.name, keyword, default=default, annotation=_cli_type(f, hints)))
     params += [
         inspect.Parameter("json_", keyword, annotation=bool, default=flag(
