@@ -146,6 +146,8 @@ def _rank(rank: int, store: str, out: str, mu: torch.Tensor, sigma: torch.Tensor
             acc.update(mu[part], sigma[part])
         acc.all_reduce()
         Path(out, f"rank{rank}.json").write_text(json.dumps(acc.result()))
+        with pytest.raises(RuntimeError, match="all-reduced already"):  # it would count on one rank only
+            acc.update(mu[:1], sigma[:1])
     finally:
         dist.destroy_process_group()
 
