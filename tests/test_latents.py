@@ -363,7 +363,7 @@ def test_pt_read_in_place_equals_torch_load(tmp_path: Path, layout: str, options
     expected = [tensor] if tensor.dim() == 3 else list(tensor)
     assert len(source) == len(expected)
     for i, want in enumerate(expected):
-        assert source.units[i].header.in_place == (layout not in ("transposed", "deflated"))
+        assert source.stored[i].header.in_place == (layout not in ("transposed", "deflated"))
         assert torch.equal(source.load(i), want) and source.load(i).dtype == want.dtype
 
 
@@ -450,3 +450,12 @@ def test_latents_refusals_are_one_sentence(tmp_path: Path, cli: Cli) -> None:
     cli.fails("estimate", "--latents", tmp_path / "pipe.npy", "--no-progress", says=["not a regular file"])
     cli.fails("estimate", "--latents", tmp_path / "d", "--input-scale", "inf", "--no-progress",
               says=["--input-scale must be a finite number"])
+
+
+def test_a_latents_run_names_latents_not_its_list_of_files(tmp_path: Path, cli: Cli) -> None:
+    """The bar's forecast and the sweep refusal say "latents", never the source's list of stored items."""
+    save(tmp_path / "z.npy", np.stack(latents(8)))
+    code, _, err = cli("estimate", "--latents", tmp_path / "z.npy")
+    assert code == 0 and "FileUnit" not in err and " latents (" in err, err
+    cli.fails("estimate", "--latents", tmp_path / "z.npy", "--size", "64,128", "--no-progress",
+              says=["latents have no size to sweep"])

@@ -253,7 +253,7 @@ class LatentSource(Source):
         import torch
 
         super().__init__(ids, root)
-        self.units, self.moments, self.key, self.input_scale = units, moments, key, input_scale
+        self.stored, self.moments, self.key, self.input_scale = units, moments, key, input_scale
         self.channels, self.reference = channels, reference
         self.keys, self.saved = keys, saved
         # saved latents keep logvar as the encoder gave it, so exp(0.5 * logvar) in its dtype is the run's std
@@ -294,7 +294,7 @@ class LatentSource(Source):
 
         from ..formats.base import check_dtype
 
-        x = self.units[index].read()
+        x = self.stored[index].read()
         check_dtype(x.dtype)
         if x.dim() not in (3, 4) or not x.numel():
             raise ValueError(f"has shape {tuple(x.shape)}; a latent is (C, H, W) or (C, T, H, W), none of them 0")
@@ -333,11 +333,11 @@ class LatentSource(Source):
 
     @property
     def uniform(self) -> bool:
-        return len(self.shapes()) == 1 and all(u.shape is not None for u in self.units)
+        return len(self.shapes()) == 1 and all(u.shape is not None for u in self.stored)
 
     def shapes(self) -> dict[str, int]:
         """How many latents of each stored shape the headers announce ("4x32x32": 1000)."""
-        return dict(Counter("x".join(map(str, u.shape)) for u in self.units if u.shape is not None))
+        return dict(Counter("x".join(map(str, u.shape)) for u in self.stored if u.shape is not None))
 
     def describe(self, result: dict[str, Any]) -> dict[str, Any]:
         """The stored shapes, and with --input-scale F what the stored latents' own factor becomes."""
@@ -354,8 +354,8 @@ class LatentSource(Source):
         return {**out, "cache": self.saved["meta"]} if self.saved else out
 
     def signature(self) -> str:
-        return file_signature(sorted({u.span.path for u in self.units if isinstance(u, FileUnit)} |
-                                     {f for u in self.units if isinstance(u, RowUnit) for f in u.column.files}))
+        return file_signature(sorted({u.span.path for u in self.stored if isinstance(u, FileUnit)} |
+                                     {f for u in self.stored if isinstance(u, RowUnit) for f in u.column.files}))
 
 
 def _unscaled(x: torch.Tensor, scale: float | None) -> torch.Tensor:
