@@ -73,3 +73,14 @@ def test_hub_id_offline_in_a_real_process(tmp_path: Path, cli: Cli) -> None:
                           capture_output=True, text=True, env=env, timeout=120)
     cli.one_line_error(proc.returncode, proc.stderr, says=["CompVis/stable-diffusion-v1-4", "local",
                                                            "python scripts/make_demo_vae.py demo-vae"])
+
+
+@pytest.mark.parametrize("command", ["", "estimate", "known", "merge", "compare", "apply", "plot"])
+def test_every_help_fits_80_columns(command: str, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal of 80 columns shows every help page unbroken; estimate names every unit it measures."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli(*filter(None, [command]), "--help")
+    assert code == 0 and max(map(len, out.splitlines())) <= 80, out
+    if command == "estimate":
+        head = " ".join(out.split("╭")[0].split())
+        assert all(word in head for word in ("images", "video", "audio clips", "stored --latents")), head

@@ -111,7 +111,8 @@ def _explicit(ctx: typer.Context) -> dict[str, Any]:
 
 @user_errors
 def estimate(ctx: typer.Context, **params: Any) -> None:
-    """Estimate the scale factor of MODEL on DATA (images, videos, a dataset) or of cached --latents."""
+    """Estimate the scale factor of MODEL on DATA (images, video or audio clips, a dataset) or of stored
+    --latents."""
     from .early_checks import check_paths
     from .options import make_options
 
