@@ -583,7 +583,8 @@ def peak_section(args: argparse.Namespace, tmp: Path) -> None:
 
     print(f"\nPeak: {cpu_line()}, {torch.get_num_threads()} threads (TFLOP/s, best of 6 after a warm-up)")
     table("dtype|2048² matmul|3×3 convolution|practical peak|cache key", [
-        [name, f"{p['matmul']:.3f}", f"{p['conv3x3']:.3f}", f"{max(p.values()):.3f}", peak_key(getattr(torch, name))]
+        [name, f"{p['matmul']:.3f}", f"{p['conv3x3']:.3f}", f"{max(p.values()):.3f}",
+         peak_key(getattr(torch, name)).replace("|", ", ")]
         for name, p in ((name, probe_tflops(getattr(torch, name))) for name in ("float32", "bfloat16"))])
 
 
