@@ -124,3 +124,9 @@ def test_every_low_precision_run_carries_its_check_and_warns_past_the_limit(
     low, high = (models.load_model(str(vae_dir), device="cpu", dtype=d) for d in ("bfloat16", "float32"))
     a, b = (m.posterior(x)[0].double().numpy().std(ddof=1) for m in (low, high))
     assert check["std_rel_diff"] == pytest.approx((a - b) / b, rel=1e-6)
+
+
+def test_the_warning_names_the_runs_unit() -> None:
+    """An audio run's warning counts audio clips, not images."""
+    message = precision_warning(_with_diff(0.01), None, "audio clips")
+    assert "on the first 4 audio clips," in message and "images" not in message

@@ -115,7 +115,7 @@ def _run(opts: Options) -> list[ResultDict]:
     run_info = {"seconds": time.monotonic() - start, "device": str(posteriors.device), "world_size": world,
                 "shard": opts.shard, "batch_size": opts.batch_size, "workers": workers,
                 "stopped_early": reason is not None, "stop_reason": reason, "compile": opts.compile}
-    _finish(state, ckpt, cache, posteriors, run_info, opts.rel_tol)
+    _finish(state, ckpt, cache, posteriors, run_info, opts.rel_tol, source.units)
     results = _results(state, posteriors, source, recipe, opts, run_info, ctx)
     if opts.output and rank == 0:
         write_json(opts.output, results[0] if len(results) == 1 else results)
@@ -246,14 +246,14 @@ def _latent_cache(opts: Options, state: Run, ckpt: Checkpoint | None, posteriors
 
 
 def _finish(state: Run, ckpt: Checkpoint | None, cache: LatentWriter | None, posteriors: Posteriors,
-            run_info: dict[str, Any], rel_tol: float | None) -> None:
+            run_info: dict[str, Any], rel_tol: float | None, units: str) -> None:
     """Count the float32 retries, report the precision check, leave a last checkpoint and a complete
     latent folder."""
     if posteriors.chunked:
         state.upcast_chunks += posteriors.chunked.upcast_chunks
         run_info["chunk_size"] = posteriors.chunked.chunk
         run_info["precision_check"] = check = posteriors.chunked.precision
-        if check and (warning := precision_warning(check, rel_tol)):
+        if check and (warning := precision_warning(check, rel_tol, units)):
             warnings.warn(warning, stacklevel=2)
     if ckpt:
         ckpt.save(state)

@@ -43,11 +43,12 @@ def precision_limit(rel_tol: float | None) -> float:
     return rel_tol / 4 if rel_tol else DEFAULT_LIMIT
 
 
-def precision_warning(check: dict[str, Any], rel_tol: float | None = None) -> str | None:
-    """One sentence when the low precision moved the std by more than precision_limit, else None."""
+def precision_warning(check: dict[str, Any], rel_tol: float | None = None, units: str = "images") -> str | None:
+    """One sentence when the low precision moved the std by more than precision_limit, else None;
+    `units` is the source's word (images, clips, audio clips)."""
     diff, limit = abs(check["std_rel_diff"]), precision_limit(rel_tol)
     if not diff > limit:
         return None
     budget = "a quarter of --rel-tol" if rel_tol else "the default limit without --rel-tol"
     return (f"{check['dtype']} moved the latent std by {diff:.1e} relative to float32 on the first "
-            f"{check['images']} images, more than {limit:.1e} ({budget}); use --dtype float32 for this model")
+            f"{check['images']} {units}, more than {limit:.1e} ({budget}); use --dtype float32 for this model")
