@@ -140,3 +140,15 @@ def test_a_damaged_factor_is_one_sentence(result_json: Path, tmp_path: Path, val
     with pytest.raises(InputError) as e:
         load_results([result_json, tmp_path / "bad.json"])
     assert str(e.value).startswith(f"{tmp_path / 'bad.json'}: {says}") and "\n" not in str(e.value)
+
+
+def test_a_result_without_a_size_shows_a_dash_not_none(result_json: Path, tmp_path: Path,
+                                                       measure: Callable[..., Any]) -> None:
+    """Stored latents (and audio clips) have no --size: the row says "-" beside the images' 32."""
+    import numpy as np
+
+    np.save(tmp_path / "z.npy", np.random.default_rng(0).normal(0.5, 2, (6, 4, 8, 8)))
+    measure(latents=str(tmp_path / "z.npy"), output=str(tmp_path / "stored.json"))
+    lines = format_comparison(compare_results(*load_results([result_json, tmp_path / "stored.json"]))).splitlines()
+    assert [line.split()[1:] for line in lines if line.startswith("size")] == [["32", "-"]]
+    assert "None" not in "\n".join(lines)

@@ -150,7 +150,7 @@ def _pct(x: float | None) -> str:
 
 
 _FIELDS = [
-    ("size", lambda r: str(r["size"])),
+    ("size", lambda r: "-" if r["size"] is None else str(r["size"])),  # audio and stored latents have none
     ("posterior", lambda r: str(r["posterior"])),
     ("scale factor (95%)", lambda r: f"{_num(r['scale_factor'])} ± {_num(r['half_width'])}"),
     ("shift factor", lambda r: _num(r["shift_factor"])),
