@@ -348,3 +348,49 @@ def test_the_audio_track_of_a_video_file_is_measured(tmp_path: Path, audio_vae: 
     want = naive_factor(audio_vae("AutoencoderKLKVAEAudio"), [torch.from_numpy(track[:, :RATE])])
     assert res.num_images == 1 and res.recipe["source"] == "audio"
     assert res.scale_factor == pytest.approx(want, rel=1e-6)
+
+
+# --- damaged and hostile audio files: each skipped with one line, the factor that of the good files ----
+
+def _wav_header(channels: int, rate: int, bits: int, data_bytes: int) -> bytes:
+    """A 44-byte PCM WAV header that claims whatever it is given (no check of the data behind it)."""
+    import struct
+
+    block = channels * bits // 8
+    return (b"RIFF" + struct.pack("<I", min(36 + data_bytes, 0xFFFFFFFF)) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, bits)
+            + b"data" + struct.pack("<I", data_bytes))
+
+
+def _hostile_files(folder: Path, pcm: bytes) -> dict[str, str]:
+    """Damaged files beside the good ones: {file: what its skip reason says}."""
+    files = {"truncated.wav": (_wav_header(1, RATE, 16, 4 * len(pcm)) + pcm[:len(pcm) // 4], "fewer than a clip"),
+             "claims-2^31-frames.wav": (_wav_header(1, RATE, 16, 2**32 - 2) + pcm[:len(pcm) // 4], "fewer than a clip"),
+             "header-only.wav": (_wav_header(1, RATE, 16, len(pcm)), "holds 0 samples"),
+             "zero-channels.wav": (_wav_header(0, RATE, 16, len(pcm)) + pcm, "no sampling rate or channels"),
+             "32-channels.wav": (_wav_header(32, RATE, 16, len(pcm)) + pcm, "32 audio channels"),
+             "zero-bit-samples.wav": (_wav_header(1, RATE, 0, len(pcm)) + pcm, "no decoder"),
+             "text.mp3": (b"this is not an mp3, just text\n" * 10, "Invalid data"),
+             "empty.wav": (b"", "Invalid data")}
+    for name, (content, _) in files.items():
+        (folder / name).write_bytes(content)
+    (folder / "loop").symlink_to(".")  # a link to its own folder, and a link to itself: never followed forever
+    (folder / "self.wav").symlink_to("self.wav")
+    return {name: says for name, (_, says) in files.items()}
+
+
+def test_damaged_and_hostile_audio_files_are_skipped_with_one_line_each(tmp_path: Path, write_wav: Any,
+                                                                        audio_vae: Any, measure: Any) -> None:
+    """Truncated, lying or empty headers, 0 or 32 channels, samples FFmpeg cannot decode, text named .mp3,
+    links in loops: each is skipped with a one-line reason and the factor is the good files' own."""
+    folder = tmp_path / "clips"
+    good = [write_wav(folder / f"g{k}.wav", RATE, seconds=1.0, seed=k) for k in range(2)]
+    says = _hostile_files(folder, good[0].tobytes())
+    res = measure(audio_vae("AutoencoderOobleck"), folder, seconds=1.0, posterior="mode")
+    want = naive_factor(audio_vae("AutoencoderOobleck"),
+                        [torch.from_numpy(read_wav(folder / f"g{k}.wav")).repeat(2, 1) for k in range(2)])
+    assert res.num_images == 2 and res.scale_factor == pytest.approx(want, rel=1e-6)
+    reasons = {s["path"].removesuffix("#clip0"): s["error"] for s in res.skipped}
+    assert sorted(reasons) == sorted(says)
+    for name, needle in says.items():
+        assert needle in reasons[name] and "\n" not in reasons[name], (name, reasons[name])

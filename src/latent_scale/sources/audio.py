@@ -99,6 +99,8 @@ def probe(path: str) -> AudioInfo:
             if not container.streams.audio:
                 raise ValueError("the file has no audio stream")
             ctx = container.streams.audio[0].codec_context
+            if ctx is None:  # FFmpeg knows no decoder for it (a WAV of 0-bit samples, say)
+                raise ValueError("FFmpeg has no decoder for the file's audio")
             rate, channels = ctx.sample_rate, ctx.layout.nb_channels
     except (OSError, ValueError, av.error.FFmpegError) as e:
         return AudioInfo(error=one_line(e))
