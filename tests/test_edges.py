@@ -281,6 +281,31 @@ def test_a_fifo_or_device_is_never_an_output(own: dict[str, Path], result_json: 
     assert stat.S_ISFIFO(path.lstat().st_mode) if kind == "fifo" else stat.S_ISCHR(path.lstat().st_mode)
 
 
+@pytest.mark.parametrize("flag", ["--data", "--latents", "--model", "--config"])
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_fifo_or_device_is_never_read_as_an_input(photo_dir: Path, vae_dir: Path, tmp_path: Path, cli: Cli,
+                                                    finishes: Callable[..., Any], flag: str, special: str) -> None:
+    """A FIFO would block the run forever and /dev/zero never end: each is refused in one sentence, before
+    anything is read from it."""
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "input.toml"
+        os.mkfifo(path)
+    given = {"--model": vae_dir, "--data": photo_dir, flag: path}
+    args = ["estimate", *(a for k, v in given.items() if not (flag == "--latents" and k == "--data") for a in (k, v)),
+            "--size", 32, "--no-progress"]
+    code, _, err = finishes(lambda: cli(*args))
+    cli.one_line_error(code, err, ["not a regular file"])
+
+
+@pytest.mark.parametrize("content, says", [("estimate = 3\n", "must be a table"),
+                                            ("size = 32\n" + "# padding\n" * 200_000, "too large for a preset")])
+def test_a_preset_that_is_no_table_or_too_large_is_one_sentence(photo_dir: Path, tmp_path: Path, base: list[Any],
+                                                                cli: Cli, content: str, says: str) -> None:
+    (tmp_path / "preset.toml").write_text(content)
+    cli.fails(*base, "--data", photo_dir, "--config", tmp_path / "preset.toml", says=["--config", says])
+
+
 # --- issue 21: a folder that cannot be written, a full disk, odd names -----------------------------------------
 
 @pytest.mark.skipif(ROOT, reason="root may write into read-only folders")

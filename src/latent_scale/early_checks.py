@@ -26,11 +26,18 @@ def check_paths(opts: Any) -> None:
     model = opts.model
     if model and not Path(model).expanduser().exists() and not is_hub_id(model):
         raise missing_model(model)
+    if model and Path(model).expanduser().exists() and not Path(model).expanduser().is_dir() \
+            and not Path(model).expanduser().is_file():
+        raise InputError(f"--model {model} is not a regular file or folder (a FIFO, device or socket); pass a "
+                         "diffusers folder, a .safetensors/.ckpt file or a hub id")
 
 
 def _check_data(flag: str, spec: str) -> None:
-    if "://" in spec or is_glob(spec) or Path(spec).expanduser().exists():
-        return
     what = "a folder, a .txt list, tar shards or parquet files (glob allowed)"
+    path = Path(spec).expanduser()
+    if path.exists() and not (path.is_dir() or path.is_file()):  # a FIFO would block, a device never end
+        raise InputError(f"{flag} {spec} is not a regular file or folder (a FIFO, device or socket); pass {what}")
+    if "://" in spec or is_glob(spec) or path.exists():
+        return
     raise InputError(f"{flag} {spec} does not exist; pass {what}"
                      + (", samples or imagenette" if flag == "--data" else ""))

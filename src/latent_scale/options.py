@@ -23,6 +23,7 @@ from .fields import option
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 POSTERIORS = ("sample", "mode", "expected_sample")
 PRESET_ANNOTATIONS = {"published", "notes", "name"}  # keys a configs/*.toml preset may carry besides options
+PRESET_BYTES = 1 << 20  # a preset is a few lines; anything larger is not one
 
 
 PANELS = ("Model", "Data", "Statistics", "Output", "Large jobs", "Speed")  # help panels, in order
@@ -164,12 +165,24 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
 
 
 def read_preset(config: str) -> dict[str, Any]:
-    """A TOML preset (configs/*.toml): options, optionally under [estimate], dashes or underscores."""
+    """A TOML preset (configs/*.toml): options, optionally under [estimate], dashes or underscores.
+    Only a regular file of at most PRESET_BYTES is read: a FIFO would block, /dev/zero never end."""
+    path = Path(config).expanduser()
     try:
-        preset = tomllib.loads(Path(config).read_text())
+        if not path.is_file() and path.exists():
+            raise OSError("not a regular file (a FIFO, device or socket)")
+        with path.open("rb") as f:
+            text = f.read(PRESET_BYTES + 1)
+        if len(text) > PRESET_BYTES:
+            raise OSError(f"larger than {PRESET_BYTES // 1024} KiB, too large for a preset")
+        preset = tomllib.loads(text.decode())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InputError(f"could not read --config {config}: {e}") from e
-    return {k.replace("-", "_"): v for k, v in preset.get("estimate", preset).items()}
+    section = preset.get("estimate", preset)
+    if not isinstance(section, dict):
+        raise InputError(f"--config {config}: `estimate` must be a table of options ([estimate]), "
+                         f"not {type(section).__name__}")
+    return {k.replace("-", "_"): v for k, v in section.items()}
 
 
 def make_options(config: str | None = None, **options: Any) -> Options:
