@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,3 +243,15 @@ def test_docs_models_table_is_the_installed_diffusers_one() -> None:
     if f"diffusers {diffusers.__version__}" not in text:
         pytest.skip(f"docs/models.md describes another diffusers than {diffusers.__version__}")
     assert classes_markdown(class_statuses()) in text
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_registry_that_is_a_fifo_or_device_is_refused_not_read(tmp_path: Path, cli: Cli,
+                                                                finishes: Any, special: str) -> None:
+    """`known --registry` on a FIFO blocked forever and on /dev/zero never ended."""
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "mine.toml"
+        os.mkfifo(path)
+    code, _, err = finishes(lambda: cli("known", "--registry", path))
+    cli.one_line_error(code, err, ["registry", "not a regular file"])

@@ -19,6 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .errors import InputError
+from .reading import refuse_special, stat_or_none
 
 BUILTIN = Path(__file__).with_name("known_factors.toml")
 ENV_VAR = "LATENT_SCALE_KNOWN"
@@ -63,6 +64,9 @@ def _entry(raw: dict[str, Any], where: str) -> Published:
 
 def read_registry(path: str | Path) -> list[Published]:
     """The entries of one registry file; a malformed file is a user error naming the file."""
+    st = stat_or_none(Path(path), "registry")
+    if st is not None:
+        refuse_special(Path(path), st, "registry")  # a FIFO would block `known` forever, /dev/zero never end
     try:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
