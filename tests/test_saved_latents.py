@@ -193,6 +193,10 @@ DAMAGE = {  # a damaged or hostile index -> what the one sentence says
     "negative noise key": (lambda ix: ix["items"][1].update(noise_key=-1), "item 1 is not"),
     "one latent for two units": (lambda ix: ix["items"][1].update(key=ix["items"][0]["key"]),
                                  "naming one stored latent for two units"),
+    "meta a list": (lambda ix: ix.update(meta=[1, 2]), "'meta' .* is not an object"),  # these three were tracebacks
+    "meta null": (lambda ix: ix.update(meta=None), "'meta' .* is not an object"),
+    "recipe a list": (lambda ix: ix.update(meta={"recipe": [1]}), "'meta' .* is not an object"),
+    "moments a string": (lambda ix: ix.update(moments="no"), "'moments' is not true or false"),  # read as true
 }
 
 
@@ -240,3 +244,20 @@ def test_resume_leaves_files_it_did_not_name_alone(tmp_path: Path) -> None:
     resumed = LatentWriter.resume(tmp_path, writer.state(), 0, 1, moments=True, items_per_shard=3)
     assert resumed.state() == writer.state()
     assert (tmp_path / "latents-r0-backup.safetensors").read_bytes() == b"the user's"
+
+
+def test_a_recorded_seed_beyond_a_generators_range_is_damage_not_a_traceback(tmp_path: Path, cli: Cli) -> None:
+    """A seed of 2^70 in the index overflowed torch's generator; --seed itself is checked the same way, so a
+    folder the tool writes is always one it can read back."""
+    import json
+
+    write(tmp_path / "c", posteriors(2), [0, 1])
+    index = tmp_path / "c" / "index-r0.json"
+    content = json.loads(index.read_text())
+    content["meta"] = {"recipe": {"posterior": "sample", "seed": 2**70}}
+    index.write_text(json.dumps(content))
+    cli.fails("estimate", "--latents", tmp_path / "c", "--no-progress",
+              says=["does not record the run's posterior and seed"])
+    for seed in (2**70, -1):
+        cli.fails("estimate", "--latents", tmp_path / "c", "--seed", seed, "--no-progress",
+                  says=["--seed must be between 0 and 2^63 - 1"])

@@ -24,6 +24,7 @@ DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 POSTERIORS = ("sample", "mode", "expected_sample")
 PRESET_ANNOTATIONS = {"published", "notes", "name"}  # keys a configs/*.toml preset may carry besides options
 PRESET_BYTES = 1 << 20  # a preset is a few lines; anything larger is not one
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes no more
 
 
 PANELS = ("Model", "Data", "Statistics", "Output", "Large jobs", "Speed")  # help panels, in order
@@ -104,6 +105,8 @@ class Options:
         if self.rel_tol is not None and not 0 < self.rel_tol < 1:
             raise InputError(f"--rel-tol must be between 0 and 1, got {self.rel_tol}")
         check_positive(self, ("checkpoint_every",))
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed must be between 0 and 2^63 - 1 (a torch generator's seed), got {self.seed}")
         if self.resume and not self.checkpoint:
             raise InputError("--resume needs --checkpoint PATH")
         parse_shard(self.shard)

@@ -153,6 +153,11 @@ def read_saved(directory: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
         raise InputError(f"{directory} holds the same unit twice (two runs wrote into it); use one folder per run")
     if len({(it["shard"], it["key"]) for it in items}) != len(items):
         raise InputError(f"{directory} has an index naming one stored latent for two units; the index is damaged")
-    settings = {"moments": bool(indexes[0].get("moments")), "dtype": next(iter(dtypes), None),
+    settings = {"moments": indexes[0].get("moments"), "dtype": next(iter(dtypes), None),
                 "meta": indexes[0].get("meta", {})}
+    meta = settings["meta"]
+    if type(settings["moments"]) is not bool or not isinstance(meta, dict) or \
+            not all(isinstance(meta.get(k, {}), dict) for k in ("model", "recipe")):
+        raise InputError(f"{paths[0]}: 'moments' is not true or false, or 'meta' (its model and recipe) is not "
+                         "an object; the index is damaged")
     return items, settings

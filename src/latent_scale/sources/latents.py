@@ -322,11 +322,11 @@ class LatentSource(Source):
 
     def defaults(self) -> dict[str, Any]:
         """A --save-latents folder measures its run's own posterior and seed unless asked otherwise."""
-        from ..options import POSTERIORS
+        from ..options import MAX_SEED, POSTERIORS
 
         recipe = self.saved["meta"].get("recipe", {}) if self.saved else {}
         posterior, seed = recipe.get("posterior"), recipe.get("seed")
-        if self.saved and (posterior not in POSTERIORS or type(seed) is not int or seed < 0):
+        if self.saved and (posterior not in POSTERIORS or type(seed) is not int or not 0 <= seed <= MAX_SEED):
             raise InputError(f"--latents {self.root}: its index does not record the run's posterior and seed; "
                              "the index is damaged")
         return {"posterior": posterior, "seed": seed} if self.saved else {}
