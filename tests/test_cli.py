@@ -84,3 +84,8 @@ def test_every_help_fits_80_columns(command: str, cli: Cli, monkeypatch: pytest.
     if command == "estimate":
         head = " ".join(out.split("╭")[0].split())
         assert all(word in head for word in ("images", "video", "audio clips", "stored --latents")), head
+
+
+def test_workers_beyond_four_per_core_are_refused(small: tuple, cli: Cli) -> None:
+    """--workers 100000 forked processes until the machine ran out of memory."""
+    cli.fails("estimate", *small, "--workers", 4 * (os.cpu_count() or 1) + 1, says=["--workers", "4 per core"])

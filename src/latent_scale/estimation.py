@@ -265,7 +265,7 @@ def _workers(opts: Options, units: int, device: torch.device) -> int:
     """Measured on 2 cores: a loader process beside the encoder's threads only slows it, so none there
     (scripts/bench.py, workers section). With workers on a CPU run, the encoder keeps the other cores."""
     if opts.workers is not None:
-        return opts.workers
+        return min(opts.workers, units)  # a worker beyond the units would only start and idle
     cores = os.cpu_count() or 1
     workers = min(8, cores - 1) if device.type == "cuda" else (0 if cores <= 2 else max(1, min(8, cores // 4)))
     workers = min(workers, units)

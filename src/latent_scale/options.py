@@ -8,6 +8,7 @@ module imports nothing heavy, so a bad option is reported at once.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ class Options:
         if self.rel_tol is not None and not 0 < self.rel_tol < 1:
             raise InputError(f"--rel-tol must be between 0 and 1, got {self.rel_tol}")
         check_positive(self, ("checkpoint_every",))
+        if self.workers is not None and self.workers > max_workers():
+            raise InputError(f"--workers {self.workers} is more than {max_workers()} (4 per core of this machine); "
+                             "each worker is a process of its own, so more only use memory")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise InputError(f"--seed must be between 0 and 2^63 - 1 (a torch generator's seed), got {self.seed}")
         if self.resume and not self.checkpoint:
@@ -116,6 +120,11 @@ class Options:
         work was split. The source and the encoder add their own parts (preprocessing, dtype)."""
         return {"data": self.latents or self.data, "posterior": self.posterior, "seed": self.seed,
                 "limit": self.limit, "tiling": self.tiling}
+
+
+def max_workers() -> int:
+    """The most --workers accepted: 4 per core (100,000 forked until the machine ran out of memory)."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def check_positive(options: Any, names: tuple[str, ...]) -> None:
