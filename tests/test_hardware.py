@@ -143,4 +143,4 @@ def test_a_run_records_its_layout_and_share_of_the_peak(vae_dir: Path, photo_dir
     assert run["fraction_of_peak"] == pytest.approx(achieved / 1.0, rel=1e-9)
     assert (tmp_path / "cache" / hardware.PEAK_FILE).is_file()
     shown = " ".join(format_table(r).split())  # as read, wrapped lines joined
-    assert f"{100 * run['fraction_of_peak']:.3g}% of this cpu's float32 peak (1 TFLOP/s)" in shown
+    assert f"{100 * run['fraction_of_peak']:.3g}% of this CPU's float32 peak (1 TFLOP/s)" in shown

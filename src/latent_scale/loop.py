@@ -151,16 +151,16 @@ def drive(batches: Any, step: Accumulate, state: Run, opts: StopRule, ckpt: Chec
     start, seen_before = time.monotonic(), state.num_units
 
     def after_batch(count: int) -> str | None:
-        bar.update(count)
+        f = half = math.nan
+        if show or opts.rel_tol is not None:  # nobody else reads the running interval: latent caches feel its cost
+            f, half = interval(state, opts.posterior)
+            seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
+            bar.set_postfix_str(running(state.num_units, f, half, seconds, opts, unit, units), refresh=False)
+        bar.update(count)  # draws the bar with this batch's postfix
         if signals.requested:
             raise KeyboardInterrupt
         if ckpt and ckpt.due():
             ckpt.save(state)
-        if not show and opts.rel_tol is None:
-            return None  # nobody reads the running interval: latent caches feel its cost
-        f, half = interval(state, opts.posterior)
-        seconds = (time.monotonic() - start) * state.num_units / max(state.num_units - seen_before, 1)
-        bar.set_postfix_str(running(state.num_units, f, half, seconds, opts, unit, units), refresh=False)
         if opts.rel_tol is not None and state.num_units >= opts.min_units and half < opts.rel_tol * f:
             return f"95% interval within ±{opts.rel_tol:g} after {state.num_units} {units}"
         return None

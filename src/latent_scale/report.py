@@ -127,16 +127,15 @@ def _rows_run(r: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _speed(r: dict[str, Any]) -> str:
-    """Units/s; the encoder's TFLOP/s and its share of the device's practical peak for the dtype that ran
-    (results before that share was measured on CPUs name it device_peak_tflops)."""
+    """Units/s; the encoder's TFLOP/s and its share of the device's practical peak for the dtype that ran."""
     run = r["run"]
     text = f"{run['images_per_s']:.3g} {_units(r)}/s"
     tflops, share = run.get("achieved_tflops"), run.get("fraction_of_peak")
-    peak = run.get("peak_tflops") or run.get("device_peak_tflops")
+    peak = run.get("peak_tflops")
     if tflops:
         text += f", encoder {tflops:.3g} TFLOP/s"
     if share and peak:
-        where, dtype = run.get("device", "device"), r["recipe"].get("dtype")
+        where, dtype = str(run.get("device", "device")).split(":")[0].upper(), r["recipe"].get("dtype")
         text += f" = {_pct(share)} of this {where}'s {dtype} peak ({peak:.3g} TFLOP/s)"
     return text
 
