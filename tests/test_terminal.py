@@ -157,3 +157,16 @@ def test_simple_mistakes_are_answered_before_torch_is_imported(mistake: str, tmp
                           capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["False", "2"], proc.stdout + proc.stderr
     cli.one_line_error(2, proc.stderr, says=[needle])
+
+
+def test_one_unit_shows_no_interval_in_words_never_nan(image_result: dict[str, Any]) -> None:
+    """One unit has no interval (null in the JSON, nan in memory): the table and the sweep say so, never "± nan"."""
+    for ci in ([None, None], [math.nan, math.nan]):
+        one = {**image_result, "num_images": 1, "num_units": 1, "scale_factor_ci95": ci,
+               "scale_factor_ci95_dataset": ci}
+        table, sweep = format_table(one), format_sweep([one, one])
+        assert "nan" not in table + sweep and "None" not in table + sweep
+        assert rows(table)["scale factor"] == (f"{one['scale_factor']:.5f} (no interval before 2 images; "
+                                               "posterior sample)")
+        assert "all images" not in rows(table)
+        assert sweep.splitlines()[1].split()[3:5] == ["±", "-"]

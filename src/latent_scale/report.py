@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from typing import Any
 
@@ -73,12 +74,19 @@ def _rows_headline(r: dict[str, Any]) -> list[tuple[str, str]]:
          + (" channels, size varies" if len(r["latent_shape"]) == 1 else "")),
         ("mean", _fmt(r["mean"])),
         ("std", _fmt(r["std"])),
-        ("scale factor", f"{r['scale_factor']:.5f} ± {(hi - lo) / 2:.5f} (95%, posterior {r['recipe']['posterior']})"),
+        ("scale factor", f"{r['scale_factor']:.5f} " + ("(no interval before 2 " + _units(r) + "; "
+                                                         if _half(lo, hi) is None else f"± {_half(lo, hi):.5f} (95%, ")
+         + f"posterior {r['recipe']['posterior']})"),
     ]
-    if subset and KEY_SCALE_FACTOR_CI95_DATASET in r:
+    if subset and _half(*r.get(KEY_SCALE_FACTOR_CI95_DATASET, (None, None))) is not None:
         dlo, dhi = r[KEY_SCALE_FACTOR_CI95_DATASET]
         rows.append((f"  all {_units(r)}", f"± {(dhi - dlo) / 2:.5f} for the value on all {size} (95%)"))
     return rows
+
+
+def _half(lo: float | None, hi: float | None) -> float | None:
+    """An interval's half-width; None while it is undefined (null in JSON, nan in memory)."""
+    return None if lo is None or hi is None or not math.isfinite(hi - lo) else (hi - lo) / 2
 
 
 def _rows_config(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -173,8 +181,8 @@ def format_sweep(results: list[dict[str, Any]]) -> str:
     units = _units(results[0])
     lines = [f"{'size':>6}  {units:>7}  {'scale factor':>22}  {'shift':>9}  ratio to {results[0]['recipe']['size']}"]
     for r in results:
-        lo, hi = r[KEY_SCALE_FACTOR_CI95]
-        factor = f"{r['scale_factor']:>11.5f} ± {(hi - lo) / 2:<8.5f}"
+        half = _half(*r[KEY_SCALE_FACTOR_CI95])
+        factor = f"{r['scale_factor']:>11.5f} ± " + ("-" if half is None else f"{half:.5f}").ljust(8)
         lines.append(f"{r['recipe']['size']:>6}  {r[KEY_NUM_IMAGES]:>7}  {factor}  {r['shift_factor']:>9.4g}  "
                      f"{r['scale_factor'] / first:.4f}")
     return "\n".join(lines) + "\n" + format_rows([("precision", _precision(results[0]))])
