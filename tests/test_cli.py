@@ -31,7 +31,8 @@ def test_table_and_json_output(small: tuple, cli: Cli) -> None:
 
 # each option's bad values: the message names the option
 BAD_VALUES = {"--size": ("0", "big"), "--posterior": ("median",), "--shard": ("5/2", "half"), "--batch-size": ("0",),
-              "--chunk-size": ("many",), "--rel-tol": ("2",), "--device": ("cuda:7",), "--dtype": ("int8",)}
+              "--chunk-size": ("many",), "--rel-tol": ("2",), "--device": ("cuda:7",), "--dtype": ("int8",),
+              "--min-units": ("-5",), "--seed": ("-1", str(2**70))}
 
 
 @pytest.mark.parametrize("args, needle", [

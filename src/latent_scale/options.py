@@ -98,7 +98,7 @@ class Options:
         if self.posterior is not None:
             _check_choice("--posterior", self.posterior, POSTERIORS)
         check_at_least("batch_size", self.batch_size, 1)
-        for name, low in (("limit", 1), ("workers", 0)):
+        for name, low in (("limit", 1), ("workers", 0), ("min_units", 0)):
             if getattr(self, name) is not None:
                 check_at_least(name, getattr(self, name), low)
         if self.chunk_size != "auto" and (not str(self.chunk_size).isdigit() or int(self.chunk_size) < 1):
