@@ -136,7 +136,7 @@ def test_apply_refuses_another_model(result: dict[str, Any], result_json: Path, 
 
 def test_apply_of_another_class_needs_force(result: dict[str, Any], vae_copy: Path) -> None:
     result["model"]["class"] = "AsymmetricAutoencoderKL"
-    with pytest.raises(InputError, match="measured on a AsymmetricAutoencoderKL, but .* AutoencoderKL; .*--force"):
+    with pytest.raises(InputError, match="on class AsymmetricAutoencoderKL, but .* class AutoencoderKL; .*--force"):
         apply_result(result, vae_copy)
     assert apply_result(result, vae_copy, force=True)["changed"]
 
@@ -290,7 +290,7 @@ def test_apply_refuses_nan_tokens_in_the_result_file(result: dict[str, Any], vae
     ({"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8}, "has no _class_name, so it is not a "
                                                                                "diffusers autoencoder config"),
     ({"_class_name": ["AutoencoderKL"], "latent_channels": 4}, "has a _class_name that is a list"),
-    ({"_class_name": "UNet2DConditionModel"}, "describes a UNet2DConditionModel, not a supported autoencoder"),
+    ({"_class_name": "UNet2DConditionModel"}, "describes class UNet2DConditionModel, not a supported autoencoder"),
     ([1], "is not a diffusers config: it holds a JSON array where an object is expected"),
     (b'{"_class_name": "AutoencoderKL\xff"}', r"is not UTF-8 text \(bad byte at offset 30\)"),
 ])

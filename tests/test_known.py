@@ -255,3 +255,9 @@ def test_a_registry_that_is_a_fifo_or_device_is_refused_not_read(tmp_path: Path,
         os.mkfifo(path)
     code, _, err = finishes(lambda: cli("known", "--registry", path))
     cli.one_line_error(code, err, ["registry", "not a regular file"])
+
+
+def test_classes_with_model_or_registry_is_refused_not_ignored(tmp_path: Path, cli: Cli) -> None:
+    """`known --classes --model X` printed the class table and dropped --model without a word."""
+    cli.fails("known", "--classes", "--model", "stabilityai/sdxl-vae", says=["--classes", "--model"])
+    cli.fails("known", "--classes", "--registry", tmp_path / "mine.toml", says=["--registry"])

@@ -164,10 +164,10 @@ def _check_target(r: Result, config: dict[str, Any], path: Path, force: bool) ->
         raise InputError(f"{path} has {found}, so it is not a diffusers autoencoder config "
                          "(a transformers model's?); pass the VAE's folder")
     if have not in FAMILIES:
-        raise InputError(f"{path} describes a {have}, not a supported autoencoder; pass the VAE's folder "
+        raise InputError(f"{path} describes class {have}, not a supported autoencoder; pass the VAE's folder "
                          "(or --subfolder)")
     if want and want != have and not force:
-        raise InputError(f"the result was measured on a {want}, but {path} describes a {have}; pass the folder "
+        raise InputError(f"the result was measured on class {want}, but {path} describes class {have}; pass the folder "
                          "of the model you measured, or --force if it is the same model under another class")
     channels, measured = latent_channels(config), r.state.channels
     if channels is not None and channels != measured:

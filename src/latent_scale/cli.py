@@ -211,6 +211,9 @@ def known(
     from .known import describe, known_factors, lookup, summary_table
 
     if classes:
+        if model is not None or registry:
+            raise InputError("--classes lists the autoencoder classes of diffusers; --model and --registry belong "
+                             "to the published factors: run `latent-scale known` with them instead")
         from .known import classes_table
         from .models.status import class_statuses
 
