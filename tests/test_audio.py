@@ -394,3 +394,18 @@ def test_damaged_and_hostile_audio_files_are_skipped_with_one_line_each(tmp_path
     assert sorted(reasons) == sorted(says)
     for name, needle in says.items():
         assert needle in reasons[name] and "\n" not in reasons[name], (name, reasons[name])
+
+
+def test_saved_audio_latents_measure_the_runs_own_factor(tmp_path: Path, write_wav: Any, audio_vae: Any,
+                                                         measure: Any) -> None:
+    """--save-latents keeps each audio clip's (C, L) latent; --latents on the folder read none of them
+    ("a latent is (C, H, W)") and now gives the audio run's own factors, its posterior and seed."""
+    for k in range(2):
+        write_wav(tmp_path / "clips" / f"c{k}.wav", RATE, seconds=0.25, seed=k)
+    run = measure(audio_vae("AutoencoderOobleck"), tmp_path / "clips", seconds=0.25, seed=3,
+                  save_latents=str(tmp_path / "saved"))
+    again = measure(latents=str(tmp_path / "saved"))
+    assert again.num_units == 2 and not again.skipped and again.recipe["posterior"] == "sample"
+    for posterior in ("mode", "sample", "expected_sample"):
+        assert again.estimates[posterior]["scale_factor"] == pytest.approx(
+            run.estimates[posterior]["scale_factor"], rel=1e-12)

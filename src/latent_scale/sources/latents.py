@@ -296,8 +296,9 @@ class LatentSource(Source):
 
         x = self.stored[index].read()
         check_dtype(x.dtype)
-        if x.dim() not in (3, 4) or not x.numel():
-            raise ValueError(f"has shape {tuple(x.shape)}; a latent is (C, H, W) or (C, T, H, W), none of them 0")
+        if x.dim() not in (2, 3, 4) or not x.numel():  # (C, L): an audio clip's, as --save-latents keeps it
+            raise ValueError(f"has shape {tuple(x.shape)}; a latent is (C, L), (C, H, W) or (C, T, H, W), "
+                             "none of them 0")
         if self.channels is not None and x.shape[0] != self.channels:
             raise ValueError(f"has {x.shape[0]} channels where {self.reference} is {self.channels}")
         # one fast reduction: a NaN or inf makes the sum non-finite; only then (or on overflow) check each value
