@@ -139,3 +139,18 @@ def test_plot_of_stored_latents_without_a_model_names_the_latents(result_json: P
     r["model"] = {**r["model"], "source": None, "class": None}
     title = result_figure([read_result(r, "r.json")])._suptitle.get_text()
     assert title.startswith(f"latents in {r['recipe']['data']}: z × ") and "24 images" in title
+
+
+def test_plot_of_an_accumulator_result_never_says_none(tmp_path: Path) -> None:
+    """A latent_scale.Accumulator's result has no model source and no data: the title said "latents in None"."""
+    pytest.importorskip("matplotlib")
+    import torch
+
+    import latent_scale
+
+    acc = latent_scale.Accumulator(posterior="mode", unit="clip")
+    acc.update(torch.randn(3, 4, 2, 5, 5, generator=torch.Generator().manual_seed(0)))
+    (tmp_path / "acc.json").write_text(json.dumps(acc.result()))
+    title = result_figure([read_result(json.loads((tmp_path / "acc.json").read_text()), "acc.json")])
+    text = title._suptitle.get_text()
+    assert "None" not in text and text.startswith("latents of a VAE: z × ") and "3 clips" in text, text

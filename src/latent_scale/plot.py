@@ -78,8 +78,11 @@ def result_figure(results: list[Result]) -> Figure:
 
 
 def _measured(r: Result) -> str:
-    """What was measured, for a title: the model, or the stored latents when none was given."""
-    return r.model.source or f"latents in {r.recipe.data}"
+    """What was measured, for a title: the model, the stored latents when none was given, or neither
+    (a latent_scale.Accumulator's result knows no file)."""
+    if r.model.source:
+        return r.model.source
+    return f"latents in {r.recipe.data}" if r.recipe.data else f"latents of a {r.model.class_name or 'VAE'}"
 
 
 def compare_figure(results: list[Result], names: list[str]) -> Figure:
