@@ -141,6 +141,14 @@ def _echo_mel(monkeypatch: pytest.MonkeyPatch, wave_: torch.Tensor, config: dict
     rate, taken from its own `_encode_audio`; and whether torchaudio itself computed it."""
     import diffusers  # noqa: F401 - decides which optional packages exist before the stand-ins below
 
+    # transformers first: importing it asks find_spec("torchaudio"), which a stand-in without a spec breaks
+    if "transformers" not in sys.modules:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            stub = types.ModuleType("transformers")
+            stub.PreTrainedModel = stub.PreTrainedTokenizerBase = object
+            monkeypatch.setitem(sys.modules, "transformers", stub)
     try:
         import torchaudio  # noqa: F401
         real = True
@@ -149,13 +157,6 @@ def _echo_mel(monkeypatch: pytest.MonkeyPatch, wave_: torch.Tensor, config: dict
         fake = types.ModuleType("torchaudio")
         fake.transforms = types.SimpleNamespace(MelSpectrogram=_Float64MelSpectrogram)
         monkeypatch.setitem(sys.modules, "torchaudio", fake)
-    if "transformers" not in sys.modules:
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            stub = types.ModuleType("transformers")
-            stub.PreTrainedModel = stub.PreTrainedTokenizerBase = object
-            monkeypatch.setitem(sys.modules, "transformers", stub)
     from diffusers.modular_pipelines.echo.encoders import _encode_audio
 
     seen: list[torch.Tensor] = []
@@ -409,3 +410,31 @@ def test_saved_audio_latents_measure_the_runs_own_factor(tmp_path: Path, write_w
     for posterior in ("mode", "sample", "expected_sample"):
         assert again.estimates[posterior]["scale_factor"] == pytest.approx(
             run.estimates[posterior]["scale_factor"], rel=1e-12)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--seconds", "0.0001"], "cannot encode units of shape (2, 2)"),  # was torch's traceback from a convolution
+    (["--seconds", "inf"], "--seconds must be a finite number"),  # every clip was skipped with an OverflowError
+    (["--clips-per-file", "1000000000"], "--clips-per-file 1,000,000,000 is more than"),  # listed for minutes
+])
+def test_clip_lengths_and_counts_no_model_can_take_are_one_sentence(tmp_path: Path, write_wav: Any,
+                                                                   audio_vae: Any, cli: Any, args: list[str],
+                                                                   says: str) -> None:
+    write_wav(tmp_path / "clips" / "a.wav", RATE, seconds=0.5)
+    cli.fails("estimate", "--model", audio_vae("AutoencoderOobleck"), "--data", tmp_path / "clips", *args,
+              "--workers", 0, "--no-progress", "--dtype", "float32", says=[says])
+
+
+def test_clips_that_would_repeat_a_start_are_skipped(tmp_path: Path, write_wav: Any, audio_vae: Any,
+                                                     measure: Any) -> None:
+    """Five clips of 1000 samples over a file of 1002: starts 0, 0.5, 1, 1.5, 2 round to 0, 1, 1, 2, 2, so
+    clips 2 and 4 would count samples twice; they are skipped and named, the others measured."""
+    wave_ = write_wav(tmp_path / "a.wav", RATE, seconds=1002 / RATE)
+    res = measure(audio_vae("AutoencoderOobleck"), tmp_path / "a.wav", seconds=1000 / RATE, clips_per_file=5,
+                  posterior="mode")
+    skipped = sorted(res.skipped, key=lambda s: s["path"])
+    assert [s["path"] for s in skipped] == ["a.wav#clip2", "a.wav#clip4"]
+    assert "same sample as clip 1" in skipped[0]["error"] and "same sample as clip 3" in skipped[1]["error"]
+    clips = [torch.from_numpy(wave_[s:s + 1000].T / 32768.0).float().repeat(2, 1) for s in (0, 1, 2)]
+    assert res.num_images == 3 and res.scale_factor == pytest.approx(naive_factor(
+        audio_vae("AutoencoderOobleck"), clips), rel=1e-6)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from .family import Family
 
 if TYPE_CHECKING:
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 # the VQ codebook, AutoencoderKLFlux2's latent BatchNorm, which only its pipelines use); they stay on the CPU.
 DECODER_PARTS = {"decoder", "post_quant_conv", "decoder_unet", "quantize", "bn", "out_proj", "dec_in_proj"}
 Posterior = tuple[torch.Tensor, torch.Tensor | None]
+# What torch says when an input is shorter than a convolution's kernel or a padding: a unit too small
+# for the model (a --seconds of a few samples), the user's to fix, not a bug.
+TOO_SMALL = ("Kernel size can't be greater than actual input size", "Output size is too small",
+             "Padding size should be less than the corresponding input dimension")
 
 
 @dataclass
@@ -54,7 +58,14 @@ class Encoder:
         return torch.cat(means), None if logvars[0] is None else torch.cat(logvars)
 
     def _encode(self, x: torch.Tensor) -> Posterior:
-        return self.family.read(self.vae, self.vae.encode(x, **dict(self.family.encode_kwargs)))
+        try:
+            return self.family.read(self.vae, self.vae.encode(x, **dict(self.family.encode_kwargs)))
+        except RuntimeError as e:
+            if not any(words in str(e) for words in TOO_SMALL):
+                raise
+            raise InputError(f"{self.name} cannot encode units of shape {tuple(x.shape[1:])}: they are smaller "
+                             f"than its layers reach ({one_line(e, 120)}); use longer audio clips (--seconds), "
+                             "more frames (--frames) or a larger --size") from e
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         """The input as the class's pipelines give it, on the encoder's device and dtype."""

@@ -34,6 +34,7 @@ AUDIO_ONLY = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"}
 EXTENSIONS = AUDIO_ONLY | {".mp4", ".webm", ".mov", ".mkv"}  # video files: their first audio track
 RECIPE = "pyav-v1"
 DEFAULT_SECONDS = 10.0
+MAX_CLIPS_PER_FILE = 100_000  # listing a billion ids per file took minutes before the first clip
 
 
 @dataclass
@@ -47,6 +48,11 @@ class AudioOptions:
     def validate(self) -> None:
         check_at_least("clips_per_file", self.clips_per_file, 1)
         check_positive(self, ("seconds",))
+        if self.seconds is not None and not math.isfinite(self.seconds):
+            raise InputError(f"--seconds must be a finite number of seconds, got {self.seconds}")
+        if self.clips_per_file > MAX_CLIPS_PER_FILE:
+            raise InputError(f"--clips-per-file {self.clips_per_file:,} is more than {MAX_CLIPS_PER_FILE:,}; "
+                             "clips that close together repeat the same samples")
 
 
 @dataclass(frozen=True)
@@ -223,7 +229,11 @@ class AudioSource(Source):
         if self.clips_per_file > 1:
             st = os.stat(path)
             total = total_samples(path, model.rate, (st.st_size, st.st_mtime_ns))
-            start = clip_starts(total, length, self.clips_per_file)[clip]
+            starts = clip_starts(total, length, self.clips_per_file)
+            if clip and starts[clip] == starts[clip - 1]:
+                raise ValueError(f"clip {clip} would start at the same sample as clip {clip - 1}: the file holds "
+                                 f"{total} samples, too few for {self.clips_per_file} clips of {length}")
+            start = starts[clip]
         wave = torch.from_numpy(read_window(path, model.rate, start, length))
         return to_channels(wave, model.channels).clamp(-1.0, 1.0)
 
