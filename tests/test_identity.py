@@ -72,9 +72,11 @@ def test_weight_hashes_are_cached_so_a_second_run_reads_nothing(vae_dir: Path, t
     assert model_identity(folder_info(str(vae_dir)), loaded_config(vae_dir), tmp_path) == first
 
 
-def test_weights_prefetched_while_the_model_loads_give_the_same_identity(tmp_path: Path) -> None:
+def test_weights_prefetched_while_the_model_loads_give_the_same_identity(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A pipeline folder: its vae/ weights hash in the background; the identity is the independent sha256
     of the file's bytes, and a file rewritten after the prefetch is hashed again, not taken from it."""
+    monkeypatch.setattr(identity, "_PENDING", {})  # prefetches of other tests' failed loads are not this one's
     weights = tmp_path / "pipe" / "vae" / "diffusion_pytorch_model.safetensors"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"first weights")
@@ -94,7 +96,6 @@ def test_weights_prefetched_while_the_model_loads_give_the_same_identity(tmp_pat
     identity.prefetch_weight_hashes(str(tmp_path / "pipe"), "vae", tmp_path / "cache")
     weights.write_bytes(b"third weights, longest")  # changed again after the prefetch started
     assert model_identity(info, {}, tmp_path / "cache")["weights_sha256"] == expected(b"third weights, longest")
-    identity._PENDING.clear()
 
 
 def test_damaged_hash_cache_is_rebuilt(vae_dir: Path, tmp_path: Path) -> None:
