@@ -311,3 +311,10 @@ def test_run_inputs_are_the_model_the_data_and_a_lists_entries(vae_dir: Path, tm
 
     assert (files, folders) == ([], [str(tmp_path / "shards"), hf.HF_HUB_CACHE])
     assert run_inputs(Options(latents=str(tmp_path))) == ([], [str(tmp_path)])  # no --model: no model read
+
+
+def test_an_unwritable_save_latents_folder_is_named_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal named a file the user never gave ("--save-latents DIR/x")."""
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # what a read-only folder answers (not as root)
+    with pytest.raises(InputError, match=r"cannot write --save-latents \S*/saved: permission denied in "):
+        check_folder_output(tmp_path / "saved")

@@ -216,17 +216,18 @@ def _inside(path: Path, folder: Path | str) -> bool:
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
-def _check_writable(path: Path, what: str) -> None:
+def _check_writable(path: Path, what: str, shown: Path | None = None) -> None:
     """Refuse, before any work, a place no file can be written: the nearest existing folder above it must
-    be a folder we may write into (else the run would fail only at its end)."""
+    be a folder we may write into (else the run would fail only at its end). `shown`: the path the user
+    gave, when `path` is a file inside it."""
     above = path.absolute().parent
     while not os.path.lexists(above) and above != above.parent:
         above = above.parent
     if not above.is_dir():
-        raise InputError(f"cannot write {what} {path}: {above} is a file, not a folder")
+        raise InputError(f"cannot write {what} {shown or path}: {above} is a file, not a folder")
     if not os.access(above, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {what} {path}: permission denied in {above} (a read-only or someone "
-                         "else's folder); choose another place")
+        raise InputError(f"cannot write {what} {shown or path}: permission denied in {above} (a read-only or "
+                         "someone else's folder); choose another place")
 
 
 def _existing_ours(path: Path, inputs: Iterable[Path | str], folders: Iterable[Path | str], what: str,
@@ -285,7 +286,7 @@ def check_folder_output(path: Path | str, *, inputs: Iterable[Path | str] = (),
         if _same_file(p, st, source) or _inside(p, source):
             raise InputError(f"{what} {p} is an input of this command ({source}) or inside one; "
                              "write to another folder")
-    _check_writable(p / "x", what)
+    _check_writable(p / "x", what, shown=p)  # a file inside the folder: the folder itself must be writable
 
 
 # --- what an estimate reads -------------------------------------------------------------------------------------
