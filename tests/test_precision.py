@@ -130,3 +130,4 @@ def test_the_warning_names_the_runs_unit() -> None:
     """An audio run's warning counts audio clips, not images."""
     message = precision_warning(_with_diff(0.01), None, "audio clips")
     assert "on the first 4 audio clips," in message and "images" not in message
+    assert "on the first 1 audio clip," in precision_warning({**_with_diff(0.01), "images": 1}, None, "audio clips")

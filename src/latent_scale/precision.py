@@ -50,5 +50,6 @@ def precision_warning(check: dict[str, Any], rel_tol: float | None = None, units
     if not diff > limit:
         return None
     budget = "a quarter of --rel-tol" if rel_tol else "the default limit without --rel-tol"
-    return (f"{check['dtype']} moved the latent std by {diff:.1e} relative to float32 on the first "
-            f"{check['images']} {units}, more than {limit:.1e} ({budget}); use --dtype float32 for this model")
+    counted = f"{check['images']} {units.removesuffix('s') if check['images'] == 1 else units}"
+    return (f"{check['dtype']} moved the latent std by {diff:.1e} relative to float32 on the first {counted}, "
+            f"more than {limit:.1e} ({budget}); use --dtype float32 for this model")
