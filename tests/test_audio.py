@@ -438,3 +438,11 @@ def test_clips_that_would_repeat_a_start_are_skipped(tmp_path: Path, write_wav: 
     clips = [torch.from_numpy(wave_[s:s + 1000].T / 32768.0).float().repeat(2, 1) for s in (0, 1, 2)]
     assert res.num_images == 3 and res.scale_factor == pytest.approx(naive_factor(
         audio_vae("AutoencoderOobleck"), clips), rel=1e-6)
+
+
+def test_an_image_autoencoder_given_audio_files_is_told_what_they_are(tmp_path: Path, write_wav: Any,
+                                                                       vae_dir: Path, cli: Any) -> None:
+    """It said "holds no images (looked for .bmp, ...)", as if the folder were empty."""
+    write_wav(tmp_path / "music" / "a.wav", RATE, seconds=0.1)
+    cli.fails("estimate", "--model", vae_dir, "--data", tmp_path / "music", "--no-progress",
+              says=["holds audio clips", "an autoencoder of audio clips with --model"])

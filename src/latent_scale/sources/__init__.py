@@ -69,8 +69,16 @@ def open_source(spec: str, context: Callable[[str], SourceContext], takes: Colle
     """The first source whose input kind the `model` class takes and that claims --data `spec`
     (`context(kind)`: that source's context, holding its own options)."""
     candidates = [cls for cls in registered() if cls.input in takes and cls.input != "latents"]
+    wanted = " or ".join(dict.fromkeys(cls.units for cls in candidates))
     for cls in candidates:
         if cls.accepts(spec, context(cls.kind)):
-            return cls.open(spec, context(cls.kind))
-    wanted = " or ".join(dict.fromkeys(cls.units for cls in candidates))
+            try:
+                return cls.open(spec, context(cls.kind))
+            except InputError:  # a folder claimed by default ("holds no images"): say what it does hold
+                other = next((o for o in registered() if o not in candidates and o.input != "latents"
+                              and o.accepts(spec, context(o.kind))), None)
+                if other is None:
+                    raise
+                raise InputError(f"{model} encodes {wanted}, but --data {spec} holds {other.units}; pass {wanted}, "
+                                 f"or an autoencoder of {other.units} with --model") from None
     raise InputError(f"{model} encodes {wanted}, and --data {spec} holds none; pass {wanted} with --data")
