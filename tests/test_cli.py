@@ -90,3 +90,20 @@ def test_every_help_fits_80_columns(command: str, cli: Cli, monkeypatch: pytest.
 def test_workers_beyond_four_per_core_are_refused(small: tuple, cli: Cli) -> None:
     """--workers 100000 forked processes until the machine ran out of memory."""
     cli.fails("estimate", *small, "--workers", 4 * (os.cpu_count() or 1) + 1, says=["--workers", "4 per core"])
+
+
+@pytest.mark.parametrize("args, says", [
+    (["estimate", "--bogus"], "No such option: --bogus; see `latent-scale estimate --help`"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["merge"], "Missing argument 'results'"),
+    (["estimate", "--batch-size", "abc"], "Invalid value for '--batch-size'"),
+    (["estimate", "--size"], "Option '--size' requires an argument"),
+])
+def test_a_mistyped_command_line_is_one_sentence(cli: Cli, args: list[str], says: str) -> None:
+    """click's framed five-line panel became `latent-scale: error: ...` like every other user error."""
+    assert cli.fails(*args, says=[says]).startswith("latent-scale: error: ")
+
+
+def test_no_arguments_print_the_help(cli: Cli) -> None:
+    code, out, _ = cli()
+    assert code == 2 and "Usage: latent-scale" in out and "estimate" in out

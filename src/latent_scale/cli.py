@@ -281,7 +281,28 @@ def main(argv: list[str] | None = None) -> None:
         warnings.filterwarnings("ignore")  # library deprecation noise is not the user's business
         warnings.filterwarnings("always", module=r"latent_scale(\.|$)")
         try:
-            app(args=argv, prog_name="latent-scale")
+            sys.exit(_run(argv))
         finally:
             if "latent_scale.distributed" in sys.modules:
                 sys.modules["latent_scale.distributed"].shutdown()
+
+
+def _run(argv: list[str] | None) -> int:
+    """The app's exit code; a mistyped command line (an unknown option, a missing value) is one sentence
+    like every other user error, not click's framed panel."""
+    try:
+        code = app(args=argv, prog_name="latent-scale", standalone_mode=False)
+    except typer.Abort:  # Ctrl-C while the command line itself was being read
+        print("latent-scale: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        # click's UsageError (typer vendors its own click, so it is matched by name): the help was printed
+        # for a bare `latent-scale`; anything else is a mistyped command line
+        kinds = {kind.__name__ for kind in type(e).__mro__}
+        if "UsageError" not in kinds:
+            raise
+        if "NoArgsIsHelpError" not in kinds:
+            where = e.ctx.command_path if getattr(e, "ctx", None) else "latent-scale"
+            print(f"latent-scale: error: {e.format_message().rstrip('.')}; see `{where} --help`", file=sys.stderr)
+        return 2
+    return code if isinstance(code, int) else 0
