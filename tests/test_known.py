@@ -261,3 +261,14 @@ def test_classes_with_model_or_registry_is_refused_not_ignored(tmp_path: Path, c
     """`known --classes --model X` printed the class table and dropped --model without a word."""
     cli.fails("known", "--classes", "--model", "stabilityai/sdxl-vae", says=["--classes", "--model"])
     cli.fails("known", "--classes", "--registry", tmp_path / "mine.toml", says=["--registry"])
+
+
+def test_every_entry_fits_100_columns_without_breaking_a_link() -> None:
+    """`known --model stabilityai/sdxl-vae` printed its ids on one line of 170 characters."""
+    from latent_scale.known import describe
+
+    for entry in known_factors():
+        text = describe(entry)
+        for line in text.splitlines():
+            assert len(line) <= 100 or " " not in line[16:], line  # only a single long link may overflow
+        assert entry.source in text and all(i in text for i in entry.ids)

@@ -144,7 +144,10 @@ def describe(entry: Published) -> str:
         if value is not None:
             rows.append((key, ", ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"))
     rows += [("source", entry.source)] + ([("notes", entry.notes)] if entry.notes else [])
-    return "\n".join(f"{k:<14}  {v}" for k, v in rows)
+    import textwrap  # values wrap under their column at 100; a link or id is never broken
+
+    return "\n".join(textwrap.fill(v, 100, initial_indent=f"{k:<14}  ", subsequent_indent=" " * 16,
+                                   break_long_words=False, break_on_hyphens=False) for k, v in rows)
 
 
 def classes_table(rows: list[Any], width: int = 100) -> str:
