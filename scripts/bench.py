@@ -428,7 +428,8 @@ def table(header: str, rows: list[list[object]]) -> None:
 def precision_text(check: dict | None) -> str:
     if not check:
         return "–"
-    return f"std {check['std_rel_diff']:+.1e} vs float32 ({check['images']} units)"
+    n = check["images"]
+    return f"std {check['std_rel_diff']:+.1e} vs float32 ({n} image{'' if n == 1 else 's'})"
 
 
 def loop_text(rs: list[dict]) -> str:
@@ -575,6 +576,43 @@ def layout_encoder(vae: torch.nn.Module, dtype: torch.dtype, fmt: torch.memory_f
     with torch.inference_mode():
         enc(torch.zeros(1, 3, 64, 64, device=device, dtype=dtype))
     return enc
+
+
+CHUNKS = (1, 2, 4, 8, 16)
+
+
+def chunks_section(args: argparse.Namespace, tmp: Path) -> None:
+    """The SD encoder (channels-last) on 16 images in chunks of 1 to 16, per size and dtype, beside the
+    chunk --chunk-size auto picks on this machine (images/s, best of --repeats + 1 interleaved)."""
+    from diffusers import AutoencoderKL
+
+    from latent_scale.hardware import chunk_budget, last_level_cache_bytes, units_per_chunk
+    from latent_scale.models.encoder import LargestTensor
+
+    vae = AutoencoderKL.from_pretrained(build_vae("sd", tmp)).eval()
+    budget = chunk_budget(torch.device(args.device)) or 0
+    print(f"\nChunks: SD encoder, channels-last, 16 images, {args.device}, {cpu_line()}, last-level cache "
+          f"{(last_level_cache_bytes() or 0) >> 20} MB (images/s, best of {args.repeats + 1}; * = auto's chunk)")
+    rows = []
+    for size in (64, 128, 256):
+        for dtype in (torch.float32, torch.bfloat16):
+            enc = layout_encoder(vae, dtype, torch.channels_last, args.device)
+            x = torch.randn(16, 3, size, size).to(args.device, dtype)
+            with torch.inference_mode(), LargestTensor() as largest:
+                enc(x[:1])
+            auto = units_per_chunk(budget, largest.nbytes, 16)
+            rates = [16 / min(_chunked_seconds(enc, x, c) for _ in range(args.repeats + 1)) for c in CHUNKS]
+            rows.append([size, str(dtype).removeprefix("torch."), f"{largest.nbytes / 2**20:.1f}",
+                         *(f"{r:.2f}{' *' if c == auto else ''}" for c, r in zip(CHUNKS, rates, strict=True))])
+    table("size|dtype|largest tensor MB per image|" + "|".join(f"chunk {c}" for c in CHUNKS), rows)
+
+
+def _chunked_seconds(enc: torch.nn.Module, x: torch.Tensor, chunk: int) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for part in x.split(chunk):
+            enc(part)
+    return time.perf_counter() - start
 
 
 def peak_section(args: argparse.Namespace, tmp: Path) -> None:
@@ -857,7 +895,7 @@ def cli_section(args: argparse.Namespace, tmp: Path) -> None:
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
-    "peak": peak_section, "layout": layout_section, "startup": startup_section,
+    "peak": peak_section, "layout": layout_section, "chunks": chunks_section, "startup": startup_section,
     "cli": cli_section, "stats": stats_section, "speed": speed_section, "latents": latents_section,
     "video": video_section, "audio": audio_section, "sweep": sweep_section, "forecast": forecast_section,
     "workers": workers_section, "memory": memory_section, "tol": tol_section}

@@ -50,14 +50,16 @@ def test_cpu_facts_come_from_the_first_processor(cpuinfo: Path) -> None:
     assert hardware.cpu_flags(str(cpuinfo.parent / "missing")) == set()
 
 
-def test_peak_is_the_faster_probe_and_measured_once_per_key(cpuinfo: Path, probes: list, tmp_path: Path) -> None:
+def test_peak_is_the_faster_probe_and_measured_once_per_key(cpuinfo: Path, probes: list, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     assert hardware.cpu_peak_tflops(torch.float32, cache) == 0.3
     assert hardware.cpu_peak_tflops(torch.float32, cache) == 0.3  # from the cache file
     assert probes == [torch.float32]
     saved = json.loads((cache / hardware.PEAK_FILE).read_text())
     threads = torch.get_num_threads()
-    key = f"AMD EPYC 9B45|torch {torch.__version__}|{threads} threads|float32"
+    isa = torch.backends.cpu.get_cpu_capability()
+    key = f"AMD EPYC 9B45|torch {torch.__version__}|{threads} threads|float32|{isa}"
     assert saved == {key: {"tflops": 0.3, "matmul": 0.2, "conv3x3": 0.3}}
     hardware.cpu_peak_tflops(torch.bfloat16, cache)  # another dtype: measured
     torch.set_num_threads(threads + 1)
@@ -65,8 +67,10 @@ def test_peak_is_the_faster_probe_and_measured_once_per_key(cpuinfo: Path, probe
         hardware.cpu_peak_tflops(torch.float32, cache)  # another thread count: measured
     finally:
         torch.set_num_threads(threads)
-    assert probes == [torch.float32, torch.bfloat16, torch.float32] and len(json.loads(
-        (cache / hardware.PEAK_FILE).read_text())) == 3
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    hardware.cpu_peak_tflops(torch.float32, cache)  # oneDNN held to AVX2: measured
+    assert probes == [torch.float32, torch.bfloat16, torch.float32, torch.float32]
+    assert f"{key}, oneDNN AVX2" in json.loads((cache / hardware.PEAK_FILE).read_text())
 
 
 def test_a_damaged_cache_is_measured_again_and_float16_is_not_probed(cpuinfo: Path, probes: list,
@@ -144,3 +148,58 @@ def test_a_run_records_its_layout_and_share_of_the_peak(vae_dir: Path, photo_dir
     assert (tmp_path / "cache" / hardware.PEAK_FILE).is_file()
     shown = " ".join(format_table(r).split())  # as read, wrapped lines joined
     assert f"{100 * run['fraction_of_peak']:.3g}% of this CPU's float32 peak (1 TFLOP/s)" in shown
+
+
+def _caches(root: Path, sizes: dict[int, str]) -> Path:
+    """A sysfs cache folder as Linux lays it out: index*/level and index*/size."""
+    for i, (level, size) in enumerate(sizes.items()):
+        (root / f"index{i}").mkdir(parents=True)
+        (root / f"index{i}" / "level").write_text(f"{level}\n")
+        (root / f"index{i}" / "size").write_text(f"{size}\n")
+    return root
+
+
+@pytest.mark.parametrize(("sizes", "expected"), [({1: "48K", 2: "1024K", 3: "32768K"}, 32 << 20),
+                                                 ({1: "32K", 2: "2M"}, 2 << 20), ({2: "4194304"}, 4 << 20)])
+def test_last_level_cache_is_the_highest_level_sysfs_lists(tmp_path: Path, sizes: dict, expected: int) -> None:
+    assert hardware.last_level_cache_bytes(str(_caches(tmp_path / "cache", sizes))) == expected
+
+
+def test_an_unreadable_cache_size_falls_back_to_libc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware.os, "sysconf", lambda name: 8 << 20)
+    assert hardware.last_level_cache_bytes(str(_caches(tmp_path / "cache", {3: "lots"}))) == 8 << 20
+    monkeypatch.setattr(hardware.os, "sysconf", lambda name: 0)
+    assert hardware.last_level_cache_bytes(str(tmp_path / "missing")) is None
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: None)
+    assert hardware.chunk_budget(torch.device("cpu")) is None
+
+
+# The tests' VAE at 32 px: its largest tensor is the zero-padded input of its downsampling, 8 channels of
+# 33 x 33 in float32 (diffusers' Downsample2D pads the right and bottom edges by one before its conv).
+LARGEST_PER_IMAGE = 8 * 33 * 33 * 4
+
+
+@pytest.mark.parametrize(("cache_images", "chunk"), [(3.4, 3), (3.6, 4), (0.4, 1), (100.0, 8)])
+def test_cpu_chunks_hold_the_images_closest_to_half_the_cache(vae_dir: Path, photo_dir: Path, measure: Callable,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              cache_images: float, chunk: int) -> None:
+    """A cache of 2 x `cache_images` images' largest tensors: chunks of `cache_images` rounded, at least 1,
+    at most the batch; the statistics are those of one image per chunk."""
+    reference = measure(vae_dir, photo_dir, batch_size=8, chunk_size="1")
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: int(2 * cache_images * LARGEST_PER_IMAGE))
+    r = measure(vae_dir, photo_dir, batch_size=8)
+    assert r.run["chunk_size"] == chunk and r.num_images == reference.num_images == 24
+    for post in ("sample", "mode"):
+        assert r.estimates[post]["std"] == pytest.approx(reference.estimates[post]["std"], rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:bfloat16 moved the latent std")
+def test_the_precision_check_covers_one_chunk_at_most_4_units(vae_dir: Path, photo_dir: Path, measure: Callable,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """bfloat16 chunks hold twice as many images as float32 ones under the same cache."""
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: LARGEST_PER_IMAGE * 2)  # 2 bf16 images
+    r = measure(vae_dir, photo_dir, batch_size=8, limit=8, dtype="bfloat16")
+    assert r.run["chunk_size"] == 2 and r.run["precision_check"]["images"] == 2
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: LARGEST_PER_IMAGE * 40)
+    r = measure(vae_dir, photo_dir, batch_size=8, limit=8, dtype="bfloat16")
+    assert r.run["chunk_size"] == 8 and r.run["precision_check"]["images"] == 4

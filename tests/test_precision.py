@@ -83,10 +83,23 @@ flags\t\t: fpu vme sse sse2 avx avx2 avx512f {extra}
 
 @pytest.mark.parametrize(("extra", "native"), [("", False), ("avx512_bf16", True), ("amx_tile amx_bf16", True),
                                                ("avx512_fp16 amx_int8", False), ("avx512_bf16x", False)])
-def test_cpu_bf16_detection_reads_the_cpuinfo_flags(tmp_path: Path, extra: str, native: bool) -> None:
+def test_cpu_bf16_detection_reads_the_cpuinfo_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str,
+                                                    native: bool) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")  # torch may use them
     info = tmp_path / "cpuinfo"
     info.write_text(CPUINFO.format(vendor="GenuineIntel", extra=extra))
     assert models.cpu_has_native_bf16(str(info)) is native
+
+
+def test_cpu_bf16_units_held_back_by_aten_cpu_capability_are_not_used(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """ATEN_CPU_CAPABILITY=avx2 (as when timing an AVX2-only CPU on a newer one): float32 by default."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(CPUINFO.format(vendor="AuthenticAMD", extra="avx512_bf16"))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert models.cpu_has_native_bf16(str(info)) is False
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert models.cpu_has_native_bf16(str(info)) is True
 
 
 def test_cpu_bf16_detection_is_false_where_it_cannot_tell(tmp_path: Path) -> None:
@@ -130,4 +143,4 @@ def test_the_warning_names_the_runs_unit() -> None:
     """An audio run's warning counts audio clips, not images."""
     message = precision_warning(_with_diff(0.01), None, "audio clips")
     assert "on the first 4 audio clips," in message and "images" not in message
-    assert "on the first 1 audio clip," in precision_warning({**_with_diff(0.01), "images": 1}, None, "audio clips")
+    assert "on the first audio clip," in precision_warning({**_with_diff(0.01), "images": 1}, None, "audio clips")

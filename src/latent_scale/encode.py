@@ -15,7 +15,7 @@ from .models import Encoder
 from .precision import precision_check
 
 Posterior = tuple[torch.Tensor, torch.Tensor | None]
-PRECISION_UNITS = 4  # the first chunk's units encoded again in float32 (each costs a float32 encode)
+PRECISION_UNITS = 4  # at most this many of the first units encoded again in float32 (each costs a float32 encode)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -28,13 +28,16 @@ def is_oom(e: BaseException) -> bool:
 class ChunkedEncoder:
     """Encodes a batch in chunks: on out-of-memory halves the chunk and retries the same units; a
     non-finite chunk in a low-precision dtype is encoded again by a true float32 twin of the model.
+    With --chunk-size auto on a CPU, a chunk holds the number of units whose largest tensor comes
+    closest to the cache budget (measured on the first unit), so the steps between convolutions read
+    from the cache.
 
     A low-precision run always needs the twin (its first chunk's precision check), so the twin starts
     loading in a background thread at once, while the run hashes the weights, lists the data and
     decodes the first batch."""
 
     def __init__(self, encoder: Encoder, float32: Callable[[], Encoder], chunk: int, auto: bool,
-                 count_flops: bool, compile: bool) -> None:
+                 count_flops: bool, compile: bool, cache_budget: int | None = None) -> None:
         self.encoder, self._load_float32 = encoder, float32
         self._float32: Encoder | None = None
         self._twin: Future[Encoder] | None = None
@@ -43,6 +46,7 @@ class ChunkedEncoder:
             self._twin = pool.submit(float32)
             pool.shutdown(wait=False)  # the load still runs; the thread ends with it
         self.chunk, self.auto = chunk, auto
+        self.cache_budget = cache_budget if auto else None
         self.count_flops, self.compile = count_flops, compile
         self.flops_per_unit: float | None = None
         self.precision: dict[str, Any] | None = None
@@ -58,25 +62,33 @@ class ChunkedEncoder:
         return self._float32
 
     def _first(self, x: torch.Tensor) -> Posterior:
-        """The first chunk runs eagerly to count FLOPs (compiled kernels are invisible to the
-        counter); --compile takes effect from the second."""
-        self.started = True
-        if self.count_flops:
-            self.flops_per_unit, out = self.encoder.counted(x)
+        """The first chunk runs eagerly and watched: its FLOPs (compiled kernels are invisible to the
+        counter; --compile takes effect from the second chunk) and, where chunks are sized to the
+        cache, its largest tensor, from its first unit alone."""
+        if self.count_flops or self.cache_budget:
+            flops, largest, out = self.encoder.measured(x, self.count_flops)
+            self.flops_per_unit = flops
+            if self.cache_budget:
+                self.chunk = hardware.units_per_chunk(self.cache_budget, largest, self.chunk)
         else:
             out = self.encoder.posterior(x)
+        self.started = True
         if self.compile:
             self.encoder.compile()
-        if self.encoder.dtype != torch.float32:
-            self.precision = self._precision(x[:PRECISION_UNITS], out[0][:PRECISION_UNITS])
         return out
 
     def _precision(self, x: torch.Tensor, mean: torch.Tensor) -> dict[str, Any]:
-        """A low-precision run measures its own error: the first units encoded again in true float32."""
-        return precision_check(mean, self.float32().posterior(x)[0], self.encoder.dtype)
+        """A low-precision run measures its own error: its first units (as many as a chunk holds, at
+        most PRECISION_UNITS) encoded again in true float32."""
+        n = min(PRECISION_UNITS, self.chunk, len(x))
+        return precision_check(mean[:n], self.float32().posterior(x[:n])[0], self.encoder.dtype)
 
     def _encode(self, x: torch.Tensor) -> Posterior:
-        mean, logvar = self.encoder.posterior(x) if self.started else self._first(x)
+        if self.started:
+            mean, logvar = self.encoder.posterior(x)
+        else:
+            x = x[:1] if self.cache_budget else x
+            mean, logvar = self._first(x)
         finite = torch.isfinite(mean).all() and (logvar is None or torch.isfinite(logvar).all())
         if not finite and self.encoder.dtype != torch.float32:
             mean, logvar = self.float32().posterior(x)
@@ -97,7 +109,7 @@ class ChunkedEncoder:
 
     def __call__(self, x: torch.Tensor) -> Posterior:
         """(mean, logvar | None) as the encoder gives them (its dtype; float32 where a chunk was upcast)."""
-        means, logvars, start = [], [], 0
+        first, means, logvars, start = not self.started, [], [], 0
         while start < len(x):
             part = x[start:start + self.chunk]
             try:
@@ -109,8 +121,11 @@ class ChunkedEncoder:
                 continue
             means.append(mean)
             logvars.append(logvar)
-            start += len(part)
-        return _cat(means), None if logvars[0] is None else _cat(logvars)
+            start += len(mean)
+        mean = _cat(means)
+        if first and self.encoder.dtype != torch.float32:
+            self.precision = self._precision(x, mean)
+        return mean, None if logvars[0] is None else _cat(logvars)
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -21,6 +21,7 @@ from .distributed import RunContext
 from .encode import ChunkedEncoder, Posterior, speed
 from .errors import InputError
 from .forecast import forecast
+from .hardware import chunk_budget
 from .identity import data_identity, model_identity, prefetch_weight_hashes
 from .loop import Accumulate, StopRule, drive
 from .models import Encoder, load_model
@@ -212,7 +213,7 @@ def _chunked(encoder: Encoder, opts: Options) -> ChunkedEncoder:
 
     auto = opts.chunk_size == "auto"
     return ChunkedEncoder(encoder, float32, opts.batch_size if auto else int(opts.chunk_size), auto,
-                          count_flops=opts.crop, compile=opts.compile)
+                          count_flops=opts.crop, compile=opts.compile, cache_budget=chunk_budget(encoder.device))
 
 
 def _fingerprint(posteriors: Posteriors, recipe: dict[str, Any], opts: Options, world: int) -> dict[str, Any]:

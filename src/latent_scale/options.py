@@ -76,8 +76,8 @@ class Options:
     resume: bool = option(False, "Continue from --checkpoint", panel="Large jobs", flags=("--resume",))
     shard: str | None = option(None, "i/n: take units i, i+n, …; combine with `merge`", panel="Large jobs")
     batch_size: int = option(12, "Units per DataLoader batch", panel="Speed")
-    chunk_size: int | str = option("auto", "Units per encode() call; auto halves on out-of-memory", panel="Speed",
-                                   cli=str)
+    chunk_size: int | str = option("auto", "Units per encode() call; auto: sized to the CPU's cache (the whole "
+                                   "batch on a GPU), halved on out-of-memory", panel="Speed", cli=str)
     device: str = option("auto", "auto (cuda when available), cpu, cuda or cuda:N", panel="Speed")
     dtype: str = option("auto", "auto (bfloat16 on CUDA and on CPUs with native bf16 units, else float32), "
                                 "float32, bfloat16, float16", panel="Speed")

@@ -50,6 +50,7 @@ def precision_warning(check: dict[str, Any], rel_tol: float | None = None, units
     if not diff > limit:
         return None
     budget = "a quarter of --rel-tol" if rel_tol else "the default limit without --rel-tol"
-    counted = f"{check['images']} {units.removesuffix('s') if check['images'] == 1 else units}"
+    n = check["images"]
+    counted = units.removesuffix("s") if n == 1 else f"{n} {units}"
     return (f"{check['dtype']} moved the latent std by {diff:.1e} relative to float32 on the first {counted}, "
             f"more than {limit:.1e} ({budget}); use --dtype float32 for this model")

@@ -6,10 +6,13 @@ a latent space never decodes. The input is laid out as the class's pipelines lay
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from ..errors import InputError, one_line
 from .family import Family
@@ -25,6 +28,20 @@ Posterior = tuple[torch.Tensor, torch.Tensor | None]
 # for the model (a --seconds of a few samples), the user's to fix, not a bug.
 TOO_SMALL = ("Kernel size can't be greater than actual input size", "Output size is too small",
              "Padding size should be less than the corresponding input dimension")
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any operation returns while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        sizes = [t.nbytes for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.nbytes = max([self.nbytes, *sizes])
+        return out
 
 
 @dataclass
@@ -112,13 +129,15 @@ class Encoder:
             raise InputError(f"{self.name} has no tiled encode in diffusers; drop --tiling")
         self.vae.enable_tiling()
 
-    def counted(self, x: torch.Tensor) -> tuple[float, Posterior]:
-        """Encode x under torch's FlopCounterMode: (FLOPs per unit, the encoding), for TFLOP/s."""
+    def measured(self, x: torch.Tensor, flops: bool) -> tuple[float | None, int, Posterior]:
+        """Encode x while watching every operation: (FLOPs per unit when asked, for TFLOP/s; the
+        largest tensor any operation made, in bytes per unit, to size CPU chunks to the cache; the
+        encoding)."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) if flops else nullcontext() as counter, LargestTensor() as largest:
             out = self.posterior(x)
-        return counter.get_total_flops() / len(x), out
+        return counter.get_total_flops() / len(x) if flops else None, -(-largest.nbytes // len(x)), out
 
     def compile(self) -> None:
         """torch.compile the encoder half in place (the decoder is never run, so never compiled)."""
