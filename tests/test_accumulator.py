@@ -188,8 +188,22 @@ def test_merge_of_two_accumulators_is_the_one_accumulator() -> None:
     (latent_scale.Accumulator, lambda a: (a.update(torch.zeros(2, 4), torch.ones(2, 4)), a.update(torch.zeros(2, 4))),
      "with every update or with none"),
     (latent_scale.Accumulator, lambda a: a.result(), "no latents yet"),
+    (latent_scale.Accumulator, lambda a: a.update(torch.tensor([[0.0, float("nan")]] * 2)), "NaN or infinite"),
+    (lambda: latent_scale.Accumulator("sample"),
+     lambda a: a.update(torch.zeros(2, 3), torch.full((2, 3), float("inf"))), "NaN or infinite"),
+    (lambda: latent_scale.Accumulator("sample"), lambda a: a.update(torch.zeros(2, 3), -torch.ones(2, 3)),
+     "sigma holds negative values"),
+    (latent_scale.Accumulator, lambda a: a.update(torch.zeros(0, 4)), "at least one unit and one channel"),
+    (latent_scale.Accumulator, lambda a: a.update(torch.zeros(2, 0, 3)), "at least one unit and one channel"),
+    (lambda: latent_scale.Accumulator(seed=-1), None, "seed must be an integer from 0"),
+    (lambda: latent_scale.Accumulator(seed=2**63), None, "seed must be an integer from 0"),
+    (latent_scale.Accumulator, lambda a: (a.update(torch.randn(2, 3)), a.merge(a)), "with itself"),
+    (latent_scale.Accumulator, lambda a: (a.update(torch.ones(4, 3)), a.result()), "no spread"),
+    (lambda: latent_scale.Accumulator(config={"scaling_factor": "0.18"}), None, "scaling_factor must be a number"),
+    (lambda: latent_scale.Accumulator(config={"latents_mean": ["a"]}), None, "latents_mean must be a list"),
 ])
 def test_misuse_is_one_clear_sentence(make: Callable, call: Callable | None, says: str) -> None:
+    """Never a NaN factor, an IndexError or a count doubled: one ValueError naming the mistake."""
     with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)")):
         acc = make()
         call(acc)

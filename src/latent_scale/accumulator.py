@@ -13,9 +13,11 @@ from typing import Any
 import torch
 
 from . import distributed
-from .options import POSTERIORS
+from .errors import InputError
+from .options import MAX_SEED, POSTERIORS
 from .report import histogram_edges_for
 from .schema import build_result
+from .schema.build import check_spread
 from .stats import PosteriorStats, noise
 
 
@@ -34,6 +36,8 @@ class Accumulator:
                  unit: str = "image") -> None:
         if posterior not in POSTERIORS:
             raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, not {posterior!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer from 0 to 2^63 - 1 (a torch generator's seed), not {seed!r}")
         self.posterior, self.seed, self.unit = posterior, seed, unit
         self.model = model_field(config or {})
         self.stats: PosteriorStats | None = None
@@ -62,8 +66,9 @@ class Accumulator:
         self.shapes.add(tuple(z.shape[1:]))
 
     def _check(self, z: torch.Tensor, sigma: torch.Tensor | None) -> None:
-        if z.ndim < 2 or not z.is_floating_point():
-            raise ValueError(f"z must be floating-point latents (B, C, ...), got {z.dtype} {tuple(z.shape)}")
+        if z.ndim < 2 or not z.is_floating_point() or 0 in z.shape[:2]:
+            raise ValueError(f"z must be floating-point latents (B, C, ...) with at least one unit and one "
+                             f"channel, got {z.dtype} {tuple(z.shape)}")
         if sigma is None and self.posterior != "mode":
             raise ValueError(f"posterior {self.posterior!r} needs sigma, the posterior's std "
                              "(latent_dist.std); pass it, or use posterior='mode'")
@@ -71,6 +76,12 @@ class Accumulator:
             raise ValueError(f"sigma has shape {tuple(sigma.shape)}, z has {tuple(z.shape)}; they must match")
         if self.stats is not None and self.stats.stochastic != (sigma is not None):
             raise ValueError("pass sigma with every update or with none: the estimates differ in kind")
+        if not torch.isfinite(z).all() or (sigma is not None and not torch.isfinite(sigma).all()):
+            raise ValueError("z or sigma holds NaN or infinite values: the encoder overflowed (in float16, "
+                             "encode in bfloat16 or float32) or its weights are broken; nothing was added")
+        if sigma is not None and bool((sigma < 0).any()):
+            raise ValueError("sigma holds negative values; pass the posterior's std (latent_dist.std), not its "
+                             "logvar or mean")
 
     def _keys(self, count: int, index: Iterable[int] | None) -> list[int]:
         """Each unit's noise key: its index in the data set."""
@@ -86,6 +97,8 @@ class Accumulator:
 
     def merge(self, other: Accumulator) -> None:
         """Add another accumulator's latents, exactly (as `latent-scale merge` adds shard results)."""
+        if other is self:
+            raise ValueError("cannot merge an accumulator with itself: its latents would count twice")
         if (other.posterior, other.seed) != (self.posterior, self.seed):
             raise ValueError("cannot merge accumulators of different posteriors or seeds")
         if other.stats is None:
@@ -118,6 +131,10 @@ class Accumulator:
         `res.scale_factor_ci95`, `res.std`, `res.per_channel`, `res.estimates`, ...)."""
         if self.stats is None:
             raise ValueError("no latents yet: call update() first")
+        try:
+            check_spread(self.stats, self.stats.key(self.posterior), f"the {self.unit}s given")
+        except InputError as e:
+            raise ValueError(str(e)) from None
         shape = list(next(iter(self.shapes))) if len(self.shapes) == 1 else [self.stats.channels]
         return build_result(self.stats, self.model, {"unit": self.unit, "seed": self.seed}, [], self.posterior,
                             {"world_size": _rank_and_world()[1]}, shape)
@@ -134,10 +151,19 @@ def _rank_and_world() -> tuple[int, int]:
 
 def model_field(config: Mapping[str, Any]) -> dict[str, Any]:
     """The result's `model` from an autoencoder's config: what it says about normalising latents."""
+    def number(key: str) -> float | None:
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"config {key} must be a number or None, not {value!r}")
+        return value
+
     def floats(key: str) -> list[float] | None:
         value = config.get(key)
-        return None if value is None else [float(x) for x in value]
+        try:
+            return None if value is None else [float(x) for x in value]
+        except (TypeError, ValueError):
+            raise ValueError(f"config {key} must be a list of numbers or None, not {value!r}") from None
 
     return {"source": None, "class": config.get("_class_name"),
-            "config_scaling_factor": config.get("scaling_factor"), "config_shift_factor": config.get("shift_factor"),
+            "config_scaling_factor": number("scaling_factor"), "config_shift_factor": number("shift_factor"),
             "config_latents_mean": floats("latents_mean"), "config_latents_std": floats("latents_std")}

@@ -49,7 +49,7 @@ CHANNELS_LAST = {("cpu", torch.float32): True, ("cpu", torch.bfloat16): True,
 # A CPU chunk holds the number of units whose largest intermediate tensor comes closest to this share
 # of the last-level cache: the group norms, SiLUs and additions between convolutions then read from the
 # cache, not from memory. Measured on the SD encoder, 2 cores with a 32 MB L3 (scripts/bench.py
-# --sections chunks): bfloat16 at 256 px 3.24 images/s in chunks of 1 against 2.34 in chunks of 16;
+# --sections chunks): bfloat16 at 256 px 3.06 images/s in chunks of 1 against 2.16 in chunks of 16;
 # at 64, 128 and 256 px, in float32 and bfloat16, the best chunk's largest tensor was 16 to 17 MB.
 CACHE_SHARE = 0.5
 
