@@ -416,14 +416,31 @@ def test_class_keys_are_the_defaults_of_each_class_in_diffusers() -> None:
         assert CLASS_KEYS[name] == found, name
 
 
+PROBE = ("import sys\nfrom latent_scale.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+         "    print(e.code, sorted(m for m in ('torch', 'diffusers', 'numpy', 'PIL') if m in sys.modules))\n")
+
+
+def _probe(*argv: object) -> subprocess.CompletedProcess:
+    """The command line in a fresh process; its last line: exit code and the large libraries it imported."""
+    return subprocess.run([sys.executable, "-c", PROBE, *map(str, argv)], capture_output=True, text=True, timeout=120)
+
+
 def test_apply_dry_run_imports_no_large_library(result_json: Path, vae_copy: Path) -> None:
     """A good result checked against its state and the config checked against the class: all in plain Python."""
-    probe = ("import sys\nfrom latent_scale.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-             "    print(e.code, sorted(m for m in ('torch', 'diffusers', 'numpy', 'PIL') if m in sys.modules))\n")
-    proc = subprocess.run([sys.executable, "-c", probe, "apply", str(result_json), "--to", str(vae_copy), "--dry-run"],
-                          capture_output=True, text=True, timeout=120)
+    proc = _probe("apply", result_json, "--to", vae_copy, "--dry-run")
     assert proc.stdout.splitlines()[-1] == "0 []", proc.stdout + proc.stderr
     assert "would set scaling_factor=" in proc.stdout
+
+
+@pytest.mark.parametrize("command", [["merge", "missing.json", "-o", "merged.json"], ["compare", "missing.json"],
+                                     ["compare", "RESULT", "damaged.json"]])
+def test_merge_and_compare_refuse_a_missing_or_damaged_file_before_importing_torch(
+        result_json: Path, tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "damaged.json").write_text('{"scale_factor": ')
+    argv = [str(result_json) if a == "RESULT" else str(tmp_path / a) if a.endswith(".json") else a for a in command]
+    proc = _probe(*argv)
+    assert proc.stdout.splitlines()[-1] == "2 []", proc.stdout + proc.stderr
+    assert proc.stderr.count("latent-scale: error:") == 1 and "Traceback" not in proc.stderr
 
 
 # --- fuzz: any mutation of a valid result gives a sound config or one InputError ----------------------------------

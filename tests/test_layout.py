@@ -43,7 +43,9 @@ HEAVY = ("torch", "torchvision", "torchaudio", "diffusers", "transformers", "acc
          "pyarrow", "datasets", "matplotlib", "safetensors.torch")
 # The modules the CLI imports before it knows what a command needs (sources: its --help lists their options).
 FAST = ("latent_scale", "latent_scale.cli", "latent_scale.options", "latent_scale.fields",
-        "latent_scale.errors", "latent_scale.version")
+        "latent_scale.errors", "latent_scale.version",
+        # commands that read results: a mistyped path or a damaged file is answered before torch loads
+        "latent_scale.apply", "latent_scale.compare", "latent_scale.merge", "latent_scale.report")
 SLOW_SOURCES = ("latent_scale.sources.batches",)  # the DataLoader side of the sources, used by the estimation
 
 # DESIGN.md, "Architecture": data flows one way.

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from latent_scale.report import histogram_edges_for
-from latent_scale.stats import Z95, Histogram, LatentStats, Moments, PosteriorStats, UnitMoments, histogram_edges
+from latent_scale.stats import (
+    Z95,
+    Histogram,
+    LatentStats,
+    Moments,
+    PosteriorStats,
+    UnitMoments,
+    histogram_edges,
+    histogram_edges_for,
+)
 
 
 def _numpy_moments(x: np.ndarray) -> dict[str, float]:

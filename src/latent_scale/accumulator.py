@@ -15,10 +15,9 @@ import torch
 from . import distributed
 from .errors import InputError
 from .options import MAX_SEED, POSTERIORS
-from .report import histogram_edges_for
 from .schema import build_result
 from .schema.build import check_spread
-from .stats import PosteriorStats, noise
+from .stats import PosteriorStats, histogram_edges_for, noise
 
 
 class Accumulator:

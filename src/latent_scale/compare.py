@@ -14,8 +14,8 @@ from typing import Any
 from .errors import InputError
 from .report import WIDTH
 from .schema import Result
+from .schema.recompute import Z95
 from .schema.sweep import read_result_file
-from .stats import Z95
 
 
 def load_results(paths: list[str | Path]) -> tuple[list[Result], list[str]]:

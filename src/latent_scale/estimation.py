@@ -28,7 +28,6 @@ from .models import Encoder, load_model
 from .options import DEFAULT_MODEL, Options, make_options, parse_shard
 from .outputs import check_run_outputs, write_json
 from .precision import precision_warning
-from .report import histogram_edges_for
 from .saved_latents import LatentWriter
 from .schema.build import ResultDict, build_result, check_spread, frames_result, population
 from .sources import context_for, open_source, source_named
@@ -36,7 +35,7 @@ from .sources.base import Source, order
 from .sources.batches import loader
 from .sources.images import cache_root
 from .state import Run, frames_from_dict, frames_to_dict, merge_frames
-from .stats import PosteriorStats
+from .stats import PosteriorStats, histogram_edges_for
 
 
 def estimate(model: str | None = None, data: str | None = None, *, config: str | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .identity import result_difference
@@ -17,13 +17,17 @@ from .options import parse_shard
 from .outputs import check_output, write_json
 from .reading import read_json
 from .schema import Result, read_result
-from .schema.build import ResultDict, build_result, check_spread
 from .schema.sweep import entry_names, is_sweep
+
+if TYPE_CHECKING:
+    from .schema.build import ResultDict
 
 
 def merge_results(results: list[Any], names: list[str] | None = None) -> ResultDict:
     """Combine shard results (JSON objects) exactly; refuse unsound files, other models or recipes,
     overlapping or mixed splits, naming the file and the field; warn when shards of the split are missing."""
+    from .schema.build import build_result, check_spread  # torch: after the cheap refusals
+
     if not results:
         raise InputError("merge needs at least one result file")
     names = names or [f"result {i + 1}" for i in range(len(results))]

@@ -7,8 +7,6 @@ import math
 import textwrap
 from typing import Any
 
-import torch
-
 from .conventions import CONVENTIONS, normalisations
 from .forecast import table_rows
 from .known import lookup
@@ -19,21 +17,8 @@ from .schema.keys import (
     KEY_SCALE_FACTOR_CI95,
     KEY_SCALE_FACTOR_CI95_DATASET,
 )
-from .stats import histogram_edges
 
 NORMAL_BEYOND = {1: 0.31731, 3: 0.0026998}  # P(|X| > k) for X ~ N(0, 1)
-
-
-def histogram_edges_for(info: dict[str, Any]) -> torch.Tensor:
-    """Histogram bins from the model config alone, never the data, so every shard, resume and
-    merge bins alike: the unit is the latent std the config implies (its largest latents_std,
-    else 1/scaling_factor, else 1)."""
-    unit = 1.0
-    if info.get("config_latents_std"):
-        unit = max(info["config_latents_std"])
-    elif (info.get("config_scaling_factor") or 0) > 0:
-        unit = 1 / info["config_scaling_factor"]
-    return histogram_edges(unit)
 
 
 WIDTH = 100  # every table fits this many columns; longer values wrap under their own column

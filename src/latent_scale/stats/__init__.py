@@ -5,7 +5,7 @@ per-channel central moments (moments), per-unit moments for the interval (interv
 (histogram), and the estimates of one encode pass under the posterior rules (posterior).
 """
 
-from .histogram import Histogram, histogram_edges
+from .histogram import Histogram, histogram_edges, histogram_edges_for
 from .interval import Z95, factor_sd
 from .latent import LatentStats
 from .moments import Moments, UnitMoments, rms
@@ -13,4 +13,4 @@ from .posterior import PosteriorStats, noise
 from .workspace import Workspace
 
 __all__ = ["Z95", "Histogram", "LatentStats", "Moments", "PosteriorStats", "UnitMoments", "Workspace",
-           "factor_sd", "histogram_edges", "noise", "rms"]
+           "factor_sd", "histogram_edges", "histogram_edges_for", "noise", "rms"]

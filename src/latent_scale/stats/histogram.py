@@ -26,6 +26,18 @@ def histogram_edges(unit: float, bins: int = 256, reach: float = 64.0, core: flo
     return unit * core * torch.sinh(torch.linspace(-t, t, bins + 1, dtype=torch.float64))
 
 
+def histogram_edges_for(info: dict[str, Any]) -> torch.Tensor:
+    """Histogram bins from the model config alone, never the data, so every shard, resume and
+    merge bins alike: the unit is the latent std the config implies (its largest latents_std,
+    else 1/scaling_factor, else 1)."""
+    unit = 1.0
+    if info.get("config_latents_std"):
+        unit = max(info["config_latents_std"])
+    elif (info.get("config_scaling_factor") or 0) > 0:
+        unit = 1 / info["config_scaling_factor"]
+    return histogram_edges(unit)
+
+
 class Histogram:
     """Per-channel counts over fixed edges; slot 0 counts values below edges[0], the last slot
     values at or above edges[-1], slot k the bin [edges[k-1], edges[k]). Counts add exactly."""
