@@ -159,6 +159,21 @@ def test_video_latents_batch_of_five_dims_and_four_dims_with_known_channels(
     assert len(guessed) == C and guessed.load(0).shape == (3, 8, 8)
 
 
+def test_audio_latents_one_per_file_and_in_batches_with_known_channels(
+        tmp_path: Path, options: Callable[..., Options], accumulate: Callable[..., Run]) -> None:
+    """(C, L) files are one audio latent each; a (B, C, L) batch is one only when the model's channel
+    count is the second axis and not the first (without a model it stays one image latent)."""
+    clips = latents(5, (C, 30))
+    save(tmp_path / "batch.npy", np.stack(clips[:3]))
+    save(tmp_path / "one.npy", clips[3])
+    save(tmp_path / "two.npy", clips[4])
+    source = LatentSource.open(str(tmp_path), options("latents", channels=C))
+    assert source.ids == ["batch.npy#0", "batch.npy#1", "batch.npy#2", "one.npy", "two.npy"]
+    assert_matches_numpy(accumulate(source), clips)
+    guessed = LatentSource.open(str(tmp_path / "batch.npy"), options("latents"))  # no model: one (3, C, 30) image
+    assert len(guessed) == 1 and guessed.load(0).shape == (3, C, 30)
+
+
 def _tar(path: Path, files: list[Path]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w") as tf:

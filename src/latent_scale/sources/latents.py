@@ -35,18 +35,23 @@ MAX_UNITS = 100_000_000  # latents one listing may hold (each costs ~200 bytes t
 
 
 def batch_length(shape: tuple[int, ...], channels: int | None) -> int | None:
-    """None for one latent, else how many a batch holds. A 4-D tensor is a batch of image latents
-    (B, C, H, W) unless the expected channel count says it is one video latent (C, T, H, W)."""
-    if len(shape) == 3:
+    """None for one latent, else how many a batch holds. A 2-D tensor is one audio latent (C, L), a 3-D
+    one an image latent (C, H, W) and a 4-D one a batch of them, unless the expected channel count says
+    otherwise: a 3-D tensor whose second axis has it and whose first does not is a batch of audio
+    latents (B, C, L); a 4-D tensor whose first axis has it and whose second does not is one video
+    latent (C, T, H, W)."""
+    audio_batch = channels is not None and shape[1:2] == (channels,) and shape[0] != channels
+    if len(shape) == 2 or (len(shape) == 3 and not audio_batch):
         return None
     if len(shape) == 4 and channels is not None and shape[0] == channels and shape[1] != channels:
         return None
-    if len(shape) in (4, 5):
+    if len(shape) in (3, 4, 5):
         if shape[0] > MAX_UNITS // 10:
             raise ValueError(f"claims a batch of {shape[0]:,} latents, more than the {MAX_UNITS // 10:,} one file "
                              "may hold (a forged or sparse header?)")
         return shape[0]
-    raise ValueError(f"has shape {tuple(shape)}; a latent is (C, H, W) or (C, T, H, W), optionally in a batch")
+    raise ValueError(f"has shape {tuple(shape)}; a latent is (C, L), (C, H, W) or (C, T, H, W), optionally in a "
+                     "batch")
 
 
 @dataclass(frozen=True, slots=True)
