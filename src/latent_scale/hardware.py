@@ -174,9 +174,11 @@ def peak_key(dtype: torch.dtype, threads: int | None = None) -> str:
             f"{torch.backends.cpu.get_cpu_capability()}" + (f", oneDNN {isa}" if isa else ""))
 
 
-def cpu_peak_tflops(dtype: torch.dtype, cache_dir: Path) -> float | None:
+def cpu_peak_tflops(dtype: torch.dtype, cache_dir: Path, at_least: float = 0.0) -> float | None:
     """This CPU's practical peak for `dtype` (float32 and bfloat16; None for others), measured once and
-    cached in `cache_dir`; an unreadable or unwritable cache only costs a new measurement."""
+    cached in `cache_dir`; an unreadable or unwritable cache only costs a new measurement. A cached peak
+    below `at_least` (a rate a run just reached) was measured while other work slowed the CPU: it is
+    measured again, and the peak is never below what a run reached."""
     if dtype not in (torch.float32, torch.bfloat16):
         return None
     from .outputs import write_json
@@ -189,10 +191,11 @@ def cpu_peak_tflops(dtype: torch.dtype, cache_dir: Path) -> float | None:
         saved = {}
     saved = saved if isinstance(saved, dict) else {}
     entry = saved.get(key)
-    if isinstance(entry, dict) and isinstance(entry.get("tflops"), float) and entry["tflops"] > 0:
-        return entry["tflops"]
+    cached = entry.get("tflops") if isinstance(entry, dict) else None
+    if isinstance(cached, float) and cached > 0 and cached >= at_least:
+        return cached
     probes = probe_tflops(dtype)
-    saved[key] = {"tflops": max(probes.values()), **probes}
+    saved[key] = {"tflops": max(*probes.values(), at_least), **probes}
     try:
         write_json(path, saved)
     except (InputError, OSError):
@@ -208,11 +211,12 @@ def gpu_peak_tflops(name: str, dtype: torch.dtype) -> float | None:
     return None
 
 
-def peak_tflops(device: torch.device, dtype: torch.dtype, cache_dir: Path) -> float | None:
-    """The practical peak a run is measured against: the GPU's datasheet, or the CPU's measured one."""
+def peak_tflops(device: torch.device, dtype: torch.dtype, cache_dir: Path, at_least: float = 0.0) -> float | None:
+    """The practical peak a run is measured against: the GPU's datasheet, or the CPU's measured one
+    (never below `at_least`, the rate the run reached)."""
     if device.type == "cuda":
         return gpu_peak_tflops(torch.cuda.get_device_name(device), dtype)
-    return cpu_peak_tflops(dtype, cache_dir) if device.type == "cpu" else None
+    return cpu_peak_tflops(dtype, cache_dir, at_least) if device.type == "cpu" else None
 
 
 def speed(flops_per_unit: float | None, units: int, seconds: float, device: torch.device, dtype: torch.dtype,
@@ -220,7 +224,7 @@ def speed(flops_per_unit: float | None, units: int, seconds: float, device: torc
     """Units/s and the encoder's TFLOP/s, with the share of the device's practical peak it reached."""
     rate = units / seconds if seconds > 0 else None
     tflops = flops_per_unit * rate / 1e12 if flops_per_unit and rate else None
-    peak = peak_tflops(device, dtype, cache_dir) if tflops else None
+    peak = peak_tflops(device, dtype, cache_dir, tflops) if tflops else None
     return {"images_per_s": rate, "encoder_gflop_per_image": flops_per_unit / 1e9 if flops_per_unit else None,
             "achieved_tflops": tflops, "peak_tflops": peak,
             "fraction_of_peak": tflops / peak if tflops and peak else None}
