@@ -300,6 +300,7 @@ def ours(**options: Any) -> dict:
             "factors": [x.scale_factor for x in results], "ci95": r.scale_factor_ci95,
             "stopped_early": r.run.get("stopped_early"), "dtype": r.recipe.get("dtype"),
             "precision_check": r.run.get("precision_check"), "loop_rate": r.run.get("images_per_s"),
+            "unit": r.unit_name,
             "run": {k: r.run.get(k) for k in RUN_KEYS}, "process_s": process_age(), "steps": steps,
             "startup_s": marks.get("first_batch_at", process_age()) + marks.get("float32 twin s", 0.0)}
 
@@ -425,11 +426,11 @@ def table(header: str, rows: list[list[object]]) -> None:
         print("| " + " | ".join(map(str, row)) + " |", flush=True)
 
 
-def precision_text(check: dict | None) -> str:
+def precision_text(check: dict | None, unit: str = "image") -> str:
     if not check:
         return "–"
     n = check["images"]
-    return f"std {check['std_rel_diff']:+.1e} vs float32 ({n} image{'' if n == 1 else 's'})"
+    return f"std {check['std_rel_diff']:+.1e} vs float32 ({n} {unit}{'' if n == 1 else 's'})"
 
 
 def loop_text(rs: list[dict]) -> str:
@@ -476,7 +477,7 @@ def speed_row(name: str, rs: list[dict], base: list[dict]) -> list[object]:
             f"{med(b['cpu_s'] / r['cpu_s'] for r, b in zip(rs, base, strict=True)):.2f}x",
             f"{med(r['startup_s'] for r in rs):.1f}", loop_text(rs),
             f"{med(loop):.3f}" if loop else "–", f"{100 * med(share):.0f} %" if share else "–",
-            f"{rs[-1]['factor']:.5f}", precision_text(rs[-1].get("precision_check"))]
+            f"{rs[-1]['factor']:.5f}", precision_text(rs[-1].get("precision_check"), rs[-1].get("unit", "image"))]
 
 
 def measure_peaks(device: str) -> str:
