@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
+import latent_scale
 from latent_scale.errors import InputError
 from latent_scale.loop import Accumulate
 from latent_scale.options import Options
@@ -172,6 +173,31 @@ def test_audio_latents_one_per_file_and_in_batches_with_known_channels(
     assert_matches_numpy(accumulate(source), clips)
     guessed = LatentSource.open(str(tmp_path / "batch.npy"), options("latents"))  # no model: one (3, C, 30) image
     assert len(guessed) == 1 and guessed.load(0).shape == (3, C, 30)
+
+
+def test_skipped_files_leave_the_latent_shapes_out(tmp_path: Path, measure: Callable[..., Any]) -> None:
+    """An empty file, one of another channel count and one holding NaN are skipped: the shapes the
+    result reports are those of the latents counted (it said 'size varies' with their shapes in)."""
+    good = latents(3)
+    for k, a in enumerate(good):
+        save(tmp_path / f"{k}.npy", a)
+    save(tmp_path / "empty.npy", np.zeros((C, 0, 8), np.float32))
+    save(tmp_path / "six.npy", latents(1, (C + 2, 8, 8))[0])
+    save(tmp_path / "nan.npy", np.full((C, 4, 4), np.nan, np.float32))
+    r = measure(latents=str(tmp_path))
+    assert r.num_units == 3 and len(r.skipped) == 3
+    assert r.latent_shape == [C, 8, 8] and r.latent_shapes == {f"{C}x8x8": 3}
+
+
+def test_shards_that_saw_different_sizes_merge_to_the_channel_count(tmp_path: Path,
+                                                                    measure: Callable[..., Any]) -> None:
+    """Five 8x8 latents and one 16x12 in two shards: one shard saw a single size, the merge did not."""
+    for k, a in enumerate(latents(5) + latents(1, (C, 16, 12), seed=1)):
+        save(tmp_path / f"{k}.npy", a)
+    shards = [measure(latents=str(tmp_path), shard=f"{i}/2") for i in range(2)]
+    assert sorted(r.latent_shape for r in shards) == [[C], [C, 8, 8]]
+    merged = latent_scale.merge_results(shards)
+    assert merged.latent_shape == [C] == measure(latents=str(tmp_path)).latent_shape
 
 
 def _tar(path: Path, files: list[Path]) -> Path:

@@ -76,7 +76,9 @@ class Accumulate:
         mu, sigma = mean, None if logvar is None else torch.exp(0.5 * logvar).double()  # diffusers' std
         if self.run.stats[v] is None:
             self.run.stats[v] = PosteriorStats(mu.shape[1], self.stochastic, self.edges)
-            self.run.latent_shapes[v] = list(mu.shape[1:]) if self.source.uniform else [mu.shape[1]]
+            self.run.latent_shapes[v] = list(mu.shape[1:])
+        elif self.run.latent_shapes[v] != list(mu.shape[1:]):
+            self.run.latent_shapes[v] = [mu.shape[1]]  # the latents counted differ in size: channels alone
         eps = noise(keys, mu.shape[1:], self.seed).to(mu.device) if sigma is not None else None
         self.run.stats[v].update(mu, sigma, eps)
         if mu.ndim == 5 and mu.shape[2] > 1:

@@ -46,7 +46,9 @@ def merge_results(results: list[Any], names: list[str] | None = None) -> ResultD
     posterior = first.recipe.posterior
     check_spread(stats, posterior, "the merged results")
     recipe = {k: v for k, v in first.recipe.raw.items() if k != "posterior"}
-    return build_result(stats, first.model.raw, recipe, skipped, posterior, _run(parsed, shards), first.latent_shape)
+    same = len({tuple(r.latent_shape) for r in parsed}) == 1
+    shape = first.latent_shape if same else [stats.channels]  # shards saw latents of different sizes
+    return build_result(stats, first.model.raw, recipe, skipped, posterior, _run(parsed, shards), shape)
 
 
 def _shards(results: list[Result], names: list[str]) -> list[str | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -339,15 +340,20 @@ class LatentSource(Source):
 
     @property
     def uniform(self) -> bool:
-        return len(self.shapes()) == 1 and all(u.shape is not None for u in self.stored)
+        return len(self.shapes()) == 1
 
-    def shapes(self) -> dict[str, int]:
-        """How many latents of each stored shape the headers announce ("4x32x32": 1000)."""
-        return dict(Counter("x".join(map(str, u.shape)) for u in self.stored if u.shape is not None))
+    def shapes(self, skipped: Collection[str] = ()) -> dict[str, int]:
+        """How many latents of each stored shape the headers announce ("4x32x32": 1000), leaving out
+        those that cannot count (empty, another channel count) and the ids in `skipped`."""
+        return dict(Counter("x".join(map(str, u.shape)) for uid, u in zip(self.ids, self.stored, strict=True)
+                            if self._countable(u.shape) and uid not in skipped))
+
+    def _countable(self, shape: tuple[int, ...] | None) -> bool:
+        return bool(shape) and all(shape) and (self.channels is None or shape[0] == self.channels)
 
     def describe(self, result: dict[str, Any]) -> dict[str, Any]:
         """The stored shapes, and with --input-scale F what the stored latents' own factor becomes."""
-        out: dict[str, Any] = {"latent_shapes": self.shapes()}
+        out: dict[str, Any] = {"latent_shapes": self.shapes({s["path"] for s in result.get("skipped") or ()})}
         if self.input_scale:
             f = result["scale_factor"]
             out["input_scale"] = {"stored_scale": self.input_scale, "multiply_stored_by": f / self.input_scale,
