@@ -13,6 +13,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 import latent_scale
+from latent_scale import models
 
 SIZE = 48
 
@@ -163,6 +164,36 @@ def test_speed_is_reported_from_counted_flops(vae_dir: Path, photo_dir: Path, ru
     assert r.run["achieved_tflops"] == pytest.approx(
         r.run["encoder_gflop_per_image"] * r.run["images_per_s"] / 1e3, rel=1e-9)
     assert r.run["fraction_of_peak"] == pytest.approx(r.run["achieved_tflops"] / 1.0, rel=1e-12)  # conftest's peak
+
+
+def test_a_sweep_counts_the_encoders_work_at_every_size(vae_dir: Path, photo_dir: Path, run: Run) -> None:
+    """Each unit is encoded at 32 and 48 px: the run's GFLOP per image is the sum of both sizes' (every
+    result of the sweep said the first size's alone)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    flops = 0
+    for side in (32, 48):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            vae.encode(torch.zeros(1, 3, side, side))
+        flops += counter.get_total_flops()
+    for r in run(vae_dir, photo_dir, limit=6, size="32,48"):
+        assert r.run["encoder_gflop_per_image"] == pytest.approx(flops / 1e9, rel=1e-9)
+
+
+def test_each_size_of_a_sweep_gets_its_own_cpu_chunk(vae_dir: Path) -> None:
+    """Chunks sized to a cache of 3 images' largest tensors at 32 px (8 x 33 x 33 float32): 3 images at
+    32 px, 1 at 48 px (8 x 49 x 49); each shape's first image is encoded alone, then its chunk."""
+    from latent_scale.encode import ChunkedEncoder
+
+    encoder = models.load_model(str(vae_dir), device="cpu", dtype="float32")
+    chunked = ChunkedEncoder(encoder, lambda: encoder, 8, auto=True, count_flops=False, compile=False,
+                             cache_budget=3 * 8 * 33 * 33 * 4)
+    for side in (32, 48):
+        x = torch.rand(7, 3, side, side) * 2 - 1
+        mean, _ = chunked(x)
+        torch.testing.assert_close(mean, torch.cat([encoder.posterior(u)[0] for u in x.split(1)]))
+    assert chunked.chunks == {(3, 32, 32): 3, (3, 48, 48): 1} and chunked.chunk_size == 3
 
 
 @pytest.mark.slow

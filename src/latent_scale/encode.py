@@ -28,13 +28,16 @@ def is_oom(e: BaseException) -> bool:
 class ChunkedEncoder:
     """Encodes a batch in chunks: on out-of-memory halves the chunk and retries the same units; a
     non-finite chunk in a low-precision dtype is encoded again by a true float32 twin of the model.
-    With --chunk-size auto on a CPU, a chunk holds the number of units whose largest tensor comes
-    closest to the cache budget (measured on the first unit), so the steps between convolutions read
+
+    The first units of each unit shape (each --size of a sweep) run eagerly and watched: their FLOPs,
+    summed over the shapes (a sweep encodes every unit at every size), and, with --chunk-size auto on
+    a CPU, the largest tensor one unit makes, from which that shape's chunk holds the number of units
+    whose largest tensor comes closest to the cache budget, so the steps between convolutions read
     from the cache.
 
-    A low-precision run always needs the twin (its first chunk's precision check), so the twin starts
-    loading in a background thread at once, while the run hashes the weights, lists the data and
-    decodes the first batch."""
+    A low-precision run always needs the twin (its precision check), so the twin starts loading in a
+    background thread at once, while the run hashes the weights, lists the data and decodes the first
+    batch."""
 
     def __init__(self, encoder: Encoder, float32: Callable[[], Encoder], chunk: int, auto: bool,
                  count_flops: bool, compile: bool, cache_budget: int | None = None) -> None:
@@ -45,13 +48,18 @@ class ChunkedEncoder:
             pool = ThreadPoolExecutor(1, thread_name_prefix="latent-scale-float32-twin")
             self._twin = pool.submit(float32)
             pool.shutdown(wait=False)  # the load still runs; the thread ends with it
-        self.chunk, self.auto = chunk, auto
+        self.chunk, self.auto = chunk, auto  # chunk: for a unit shape not seen yet
         self.cache_budget = cache_budget if auto else None
-        self.count_flops, self.compile = count_flops, compile
+        self.count_flops, self.compile, self.compiled = count_flops, compile, False
+        self.chunks: dict[tuple[int, ...], int] = {}  # each unit shape's chunk, in the order first seen
         self.flops_per_unit: float | None = None
         self.precision: dict[str, Any] | None = None
         self.upcast_chunks = 0
-        self.started = False
+
+    @property
+    def chunk_size(self) -> int:
+        """What the result records: the chunk of the first unit shape (the first --size)."""
+        return next(iter(self.chunks.values()), self.chunk)
 
     def float32(self) -> Encoder:
         """The model loaded again in float32, on first need: casting the low-precision encoder up
@@ -62,29 +70,30 @@ class ChunkedEncoder:
         return self._float32
 
     def _first(self, x: torch.Tensor) -> Posterior:
-        """The first chunk runs eagerly and watched: its FLOPs (compiled kernels are invisible to the
-        counter; --compile takes effect from the second chunk) and, where chunks are sized to the
-        cache, its largest tensor, from its first unit alone."""
-        if self.count_flops or self.cache_budget:
-            flops, largest, out = self.encoder.measured(x, self.count_flops)
-            self.flops_per_unit = flops
-            if self.cache_budget:
-                self.chunk = hardware.units_per_chunk(self.cache_budget, largest, self.chunk)
+        """The first units of a new shape, watched (compiled kernels are invisible to the FLOP counter,
+        so --compile takes effect after the first shape, and a later shape leaves the FLOPs unknown)."""
+        count = self.count_flops and not self.compiled
+        largest = None
+        if count or self.cache_budget:
+            flops, largest, out = self.encoder.measured(x, count)
+            self.flops_per_unit = (self.flops_per_unit or 0.0) + flops if count else None  # unknown once compiled
         else:
             out = self.encoder.posterior(x)
-        self.started = True
-        if self.compile:
+        budget, shape = self.cache_budget, tuple(x.shape[1:])
+        self.chunks[shape] = hardware.units_per_chunk(budget, largest, self.chunk) if budget else self.chunk
+        if self.compile and not self.compiled:
             self.encoder.compile()
+            self.compiled = True
         return out
 
     def _precision(self, x: torch.Tensor, mean: torch.Tensor) -> dict[str, Any]:
         """A low-precision run measures its own error: its first units (as many as a chunk holds, at
         most PRECISION_UNITS) encoded again in true float32."""
-        n = min(PRECISION_UNITS, self.chunk, len(x))
+        n = min(PRECISION_UNITS, self.chunk_size, len(x))
         return precision_check(mean[:n], self.float32().posterior(x[:n])[0], self.encoder.dtype)
 
     def _encode(self, x: torch.Tensor) -> Posterior:
-        if self.started:
+        if tuple(x.shape[1:]) in self.chunks:
             mean, logvar = self.encoder.posterior(x)
         else:
             x = x[:1] if self.cache_budget else x
@@ -96,22 +105,28 @@ class ChunkedEncoder:
         return mean, logvar
 
     def _shrink(self, part: torch.Tensor, e: BaseException) -> None:
+        """Halve the chunk of this unit shape (of shapes not seen yet while it is measured)."""
         shape = f"of shape {tuple(part.shape[1:])} on {self.encoder.device}"
         if not self.auto:
             raise InputError(f"out of memory encoding {len(part)} units {shape} at once; use a smaller "
                              "--chunk-size, or --chunk-size auto") from e
-        if self.chunk == 1:
+        key = tuple(part.shape[1:])
+        chunk = self.chunks.get(key, self.chunk)
+        if chunk == 1:
             raise InputError(f"out of memory encoding a single unit {shape}; use a smaller --size or a device "
                              "with more memory") from e
-        self.chunk = max(1, self.chunk // 2)
+        if key in self.chunks:
+            self.chunks[key] = chunk // 2
+        else:
+            self.chunk = chunk // 2
         if self.encoder.device.type == "cuda":
             torch.cuda.empty_cache()
 
     def __call__(self, x: torch.Tensor) -> Posterior:
         """(mean, logvar | None) as the encoder gives them (its dtype; float32 where a chunk was upcast)."""
-        first, means, logvars, start = not self.started, [], [], 0
+        first, means, logvars, start = not self.chunks, [], [], 0
         while start < len(x):
-            part = x[start:start + self.chunk]
+            part = x[start:start + self.chunks.get(tuple(x.shape[1:]), self.chunk)]
             try:
                 mean, logvar = self._encode(part)
             except Exception as e:

@@ -251,7 +251,7 @@ def _finish(state: Run, ckpt: Checkpoint | None, cache: LatentWriter | None, pos
     latent folder."""
     if posteriors.chunked:
         state.upcast_chunks += posteriors.chunked.upcast_chunks
-        run_info["chunk_size"] = posteriors.chunked.chunk
+        run_info["chunk_size"] = posteriors.chunked.chunk_size
         run_info["precision_check"] = check = posteriors.chunked.precision
         if check and (warning := precision_warning(check, rel_tol, units)):
             warnings.warn(warning, stacklevel=2)
