@@ -61,6 +61,10 @@ class ChunkedEncoder:
         """What the result records: the chunk of the first unit shape (the first --size)."""
         return next(iter(self.chunks.values()), self.chunk)
 
+    def _chunk_for(self, x: torch.Tensor) -> int:
+        """Units per call for x's unit shape (the default chunk until that shape is measured)."""
+        return self.chunks.get(_shape(x), self.chunk)
+
     def float32(self) -> Encoder:
         """The model loaded again in float32, on first need: casting the low-precision encoder up
         would keep its rounded weights."""
@@ -76,11 +80,14 @@ class ChunkedEncoder:
         largest = None
         if count or self.cache_budget:
             flops, largest, out = self.encoder.measured(x, count)
-            self.flops_per_unit = (self.flops_per_unit or 0.0) + flops if count else None  # unknown once compiled
         else:
-            out = self.encoder.posterior(x)
-        budget, shape = self.cache_budget, tuple(x.shape[1:])
-        self.chunks[shape] = hardware.units_per_chunk(budget, largest, self.chunk) if budget else self.chunk
+            flops, out = None, self.encoder.posterior(x)
+        if count:
+            self.flops_per_unit = (self.flops_per_unit or 0.0) + flops
+        elif self.compiled:
+            self.flops_per_unit = None  # a shape first seen compiled: its FLOPs cannot be counted
+        budget = self.cache_budget
+        self.chunks[_shape(x)] = hardware.units_per_chunk(budget, largest, self.chunk) if budget else self.chunk
         if self.compile and not self.compiled:
             self.encoder.compile()
             self.compiled = True
@@ -93,7 +100,7 @@ class ChunkedEncoder:
         return precision_check(mean[:n], self.float32().posterior(x[:n])[0], self.encoder.dtype)
 
     def _encode(self, x: torch.Tensor) -> Posterior:
-        if tuple(x.shape[1:]) in self.chunks:
+        if _shape(x) in self.chunks:
             mean, logvar = self.encoder.posterior(x)
         else:
             x = x[:1] if self.cache_budget else x
@@ -106,12 +113,11 @@ class ChunkedEncoder:
 
     def _shrink(self, part: torch.Tensor, e: BaseException) -> None:
         """Halve the chunk of this unit shape (of shapes not seen yet while it is measured)."""
-        shape = f"of shape {tuple(part.shape[1:])} on {self.encoder.device}"
+        key, chunk = _shape(part), self._chunk_for(part)
+        shape = f"of shape {key} on {self.encoder.device}"
         if not self.auto:
             raise InputError(f"out of memory encoding {len(part)} units {shape} at once; use a smaller "
                              "--chunk-size, or --chunk-size auto") from e
-        key = tuple(part.shape[1:])
-        chunk = self.chunks.get(key, self.chunk)
         if chunk == 1:
             raise InputError(f"out of memory encoding a single unit {shape}; use a smaller --size or a device "
                              "with more memory") from e
@@ -126,7 +132,7 @@ class ChunkedEncoder:
         """(mean, logvar | None) as the encoder gives them (its dtype; float32 where a chunk was upcast)."""
         first, means, logvars, start = not self.chunks, [], [], 0
         while start < len(x):
-            part = x[start:start + self.chunks.get(tuple(x.shape[1:]), self.chunk)]
+            part = x[start:start + self._chunk_for(x)]
             try:
                 mean, logvar = self._encode(part)
             except Exception as e:
@@ -141,6 +147,11 @@ class ChunkedEncoder:
         if first and self.encoder.dtype != torch.float32:
             self.precision = self._precision(x, mean)
         return mean, None if logvars[0] is None else _cat(logvars)
+
+
+def _shape(x: torch.Tensor) -> tuple[int, ...]:
+    """A batch's unit shape: what chunks and FLOPs are measured per."""
+    return tuple(x.shape[1:])
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:

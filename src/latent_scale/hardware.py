@@ -24,6 +24,7 @@ import torch
 from .errors import InputError
 
 CPUINFO = "/proc/cpuinfo"
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # Linux flags of units that multiply bfloat16 natively
 CPU_CACHES = "/sys/devices/system/cpu/cpu0/cache"
 PEAK_FILE = "peak-tflops.json"
 PROBE_REPEATS = 6  # best of: the first call of each kernel warms up (oneDNN builds it) and is not timed
@@ -92,7 +93,7 @@ def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
     flags = cpu_flags(cpuinfo)
     return {"cpu": cpu_model(cpuinfo), "cores": _cores(),
             "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
-            "bf16_units": not {"avx512_bf16", "amx_bf16"}.isdisjoint(flags), "amx": "amx_tile" in flags}
+            "bf16_units": not BF16_FLAGS.isdisjoint(flags), "amx": "amx_tile" in flags}
 
 
 def _size_bytes(text: str) -> int | None:

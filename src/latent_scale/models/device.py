@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from ..hardware import cpu_flags
+from ..hardware import BF16_FLAGS, cpu_flags
 
 
 def resolve_device(device: str) -> torch.device:
@@ -27,7 +27,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     flags), where a bf16 encode runs ~2x faster than float32; False where it cannot tell, and where
     torch was held to AVX2 or less (ATEN_CPU_CAPABILITY), which leaves those units unused."""
     held = torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2")
-    return not held and not {"amx_bf16", "avx512_bf16"}.isdisjoint(cpu_flags(cpuinfo))
+    return not held and not BF16_FLAGS.isdisjoint(cpu_flags(cpuinfo))
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
