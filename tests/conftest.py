@@ -120,6 +120,14 @@ def vae_dir(tiny_vae: Callable[..., Path]) -> Path:
     return tiny_vae()
 
 
+@pytest.fixture(scope="session")
+def largest_tensor() -> Callable[[int], int]:
+    """Bytes of the largest tensor vae_dir's encoder makes for one float32 image of `side` px: the
+    zero-padded input of its downsampling, 8 channels of (side + 1)² (diffusers' Downsample2D pads the
+    right and bottom edges by one before its convolution)."""
+    return lambda side: 8 * (side + 1) ** 2 * 4
+
+
 def _write_photos(folder: Path, count: int, size: int = 96, seed: int = 0) -> None:
     """`count` real photographs (random crops of skimage's data), in class sub-folders, named img0000.png on."""
     from skimage import data

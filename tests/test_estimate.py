@@ -181,19 +181,38 @@ def test_a_sweep_counts_the_encoders_work_at_every_size(vae_dir: Path, photo_dir
         assert r.run["encoder_gflop_per_image"] == pytest.approx(flops / 1e9, rel=1e-9)
 
 
-def test_each_size_of_a_sweep_gets_its_own_cpu_chunk(vae_dir: Path) -> None:
-    """Chunks sized to a cache of 3 images' largest tensors at 32 px (8 x 33 x 33 float32): 3 images at
-    32 px, 1 at 48 px (8 x 49 x 49); each shape's first image is encoded alone, then its chunk."""
+def test_each_size_of_a_sweep_gets_its_own_cpu_chunk(vae_dir: Path, largest_tensor: Callable[[int], int]) -> None:
+    """Chunks sized to a cache of 3 images' largest tensors at 32 px: 3 images at 32 px, 1 at 48 px
+    (1.36 of them); each shape's first image is encoded alone, then its chunk."""
     from latent_scale.encode import ChunkedEncoder
 
     encoder = models.load_model(str(vae_dir), device="cpu", dtype="float32")
     chunked = ChunkedEncoder(encoder, lambda: encoder, 8, auto=True, count_flops=False, compile=False,
-                             cache_budget=3 * 8 * 33 * 33 * 4)
+                             cache_budget=3 * largest_tensor(32))
     for side in (32, 48):
         x = torch.rand(7, 3, side, side) * 2 - 1
         mean, _ = chunked(x)
         torch.testing.assert_close(mean, torch.cat([encoder.posterior(u)[0] for u in x.split(1)]))
     assert chunked.chunks == {(3, 32, 32): 3, (3, 48, 48): 1} and chunked.chunk_size == 3
+
+
+def test_one_unit_batches_of_varying_shapes_are_not_watched(vae_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images of varying sizes come one per batch: no chunk to size, so no unit pays for the watching
+    dispatch mode (about 10 % of a small image's encode); a batch of several units is watched once."""
+    from latent_scale.encode import ChunkedEncoder
+    from latent_scale.models import Encoder
+
+    watched = []
+    real = Encoder.measured
+    monkeypatch.setattr(Encoder, "measured", lambda self, x, flops: watched.append(len(x)) or real(self, x, flops))
+    encoder = models.load_model(str(vae_dir), device="cpu", dtype="float32")
+    chunked = ChunkedEncoder(encoder, lambda: encoder, 8, auto=True, count_flops=False, compile=False,
+                             cache_budget=1 << 24)
+    for side in (32, 40, 48):
+        chunked(torch.zeros(1, 3, side, side))
+    assert watched == []
+    chunked(torch.zeros(4, 3, 56, 56))
+    assert watched == [1] and chunked.chunks[(3, 56, 56)] == 8  # the cache holds more than the default chunk
 
 
 @pytest.mark.slow

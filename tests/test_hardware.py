@@ -188,19 +188,14 @@ def test_an_unreadable_cache_size_falls_back_to_libc(tmp_path: Path, monkeypatch
     assert hardware.chunk_budget(torch.device("cpu")) is None
 
 
-# The tests' VAE at 32 px: its largest tensor is the zero-padded input of its downsampling, 8 channels of
-# 33 x 33 in float32 (diffusers' Downsample2D pads the right and bottom edges by one before its conv).
-LARGEST_PER_IMAGE = 8 * 33 * 33 * 4
-
-
 @pytest.mark.parametrize(("cache_images", "chunk"), [(3.4, 3), (3.6, 4), (0.4, 1), (100.0, 8)])
 def test_cpu_chunks_hold_the_images_closest_to_half_the_cache(vae_dir: Path, photo_dir: Path, measure: Callable,
-                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              monkeypatch: pytest.MonkeyPatch, largest_tensor: Callable,
                                                               cache_images: float, chunk: int) -> None:
     """A cache of 2 x `cache_images` images' largest tensors: chunks of `cache_images` rounded, at least 1,
     at most the batch; the statistics are those of one image per chunk."""
     reference = measure(vae_dir, photo_dir, batch_size=8, chunk_size="1")
-    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: int(2 * cache_images * LARGEST_PER_IMAGE))
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: int(2 * cache_images * largest_tensor(32)))
     r = measure(vae_dir, photo_dir, batch_size=8)
     assert r.run["chunk_size"] == chunk and r.num_images == reference.num_images == 24
     for post in ("sample", "mode"):
@@ -209,11 +204,12 @@ def test_cpu_chunks_hold_the_images_closest_to_half_the_cache(vae_dir: Path, pho
 
 @pytest.mark.filterwarnings("ignore:bfloat16 moved the latent std")
 def test_the_precision_check_covers_one_chunk_at_most_4_units(vae_dir: Path, photo_dir: Path, measure: Callable,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              largest_tensor: Callable) -> None:
     """bfloat16 chunks hold twice as many images as float32 ones under the same cache."""
-    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: LARGEST_PER_IMAGE * 2)  # 2 bf16 images
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: largest_tensor(32) * 2)  # 2 bf16 images
     r = measure(vae_dir, photo_dir, batch_size=8, limit=8, dtype="bfloat16")
     assert r.run["chunk_size"] == 2 and r.run["precision_check"]["images"] == 2
-    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: LARGEST_PER_IMAGE * 40)
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: largest_tensor(32) * 40)
     r = measure(vae_dir, photo_dir, batch_size=8, limit=8, dtype="bfloat16")
     assert r.run["chunk_size"] == 8 and r.run["precision_check"]["images"] == 4

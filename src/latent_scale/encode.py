@@ -73,12 +73,13 @@ class ChunkedEncoder:
             self._float32 = twin.result() if twin else self._load_float32()
         return self._float32
 
-    def _first(self, x: torch.Tensor) -> Posterior:
+    def _first(self, x: torch.Tensor, sized: bool) -> Posterior:
         """The first units of a new shape, watched (compiled kernels are invisible to the FLOP counter,
-        so --compile takes effect after the first shape, and a later shape leaves the FLOPs unknown)."""
+        so --compile takes effect after the first shape, and a later shape leaves the FLOPs unknown);
+        `sized`: x is one unit of a larger batch, whose largest tensor sets the shape's chunk."""
         count = self.count_flops and not self.compiled
         largest = None
-        if count or self.cache_budget:
+        if count or sized:
             flops, largest, out = self.encoder.measured(x, count)
         else:
             flops, out = None, self.encoder.posterior(x)
@@ -86,8 +87,8 @@ class ChunkedEncoder:
             self.flops_per_unit = (self.flops_per_unit or 0.0) + flops
         elif self.compiled:
             self.flops_per_unit = None  # a shape first seen compiled: its FLOPs cannot be counted
-        budget = self.cache_budget
-        self.chunks[_shape(x)] = hardware.units_per_chunk(budget, largest, self.chunk) if budget else self.chunk
+        chunk = hardware.units_per_chunk(self.cache_budget, largest, self.chunk) if sized else self.chunk
+        self.chunks[_shape(x)] = chunk
         if self.compile and not self.compiled:
             self.encoder.compile()
             self.compiled = True
@@ -102,9 +103,10 @@ class ChunkedEncoder:
     def _encode(self, x: torch.Tensor) -> Posterior:
         if _shape(x) in self.chunks:
             mean, logvar = self.encoder.posterior(x)
-        else:
-            x = x[:1] if self.cache_budget else x
-            mean, logvar = self._first(x)
+        else:  # a batch of one unit per shape (images of varying sizes) has no chunk to size
+            sized = bool(self.cache_budget) and len(x) > 1
+            x = x[:1] if sized else x
+            mean, logvar = self._first(x, sized)
         finite = torch.isfinite(mean).all() and (logvar is None or torch.isfinite(logvar).all())
         if not finite and self.encoder.dtype != torch.float32:
             mean, logvar = self.float32().posterior(x)
