@@ -344,12 +344,9 @@ class LatentSource(Source):
 
     def shapes(self, skipped: Collection[str] = ()) -> dict[str, int]:
         """How many latents of each stored shape the headers announce ("4x32x32": 1000), leaving out
-        those that cannot count (empty, another channel count) and the ids in `skipped`."""
+        the ids in `skipped` (read and refused: empty, another channel count, NaN)."""
         return dict(Counter("x".join(map(str, u.shape)) for uid, u in zip(self.ids, self.stored, strict=True)
-                            if self._countable(u.shape) and uid not in skipped))
-
-    def _countable(self, shape: tuple[int, ...] | None) -> bool:
-        return bool(shape) and all(shape) and (self.channels is None or shape[0] == self.channels)
+                            if u.shape is not None and uid not in skipped))
 
     def describe(self, result: dict[str, Any]) -> dict[str, Any]:
         """The stored shapes, and with --input-scale F what the stored latents' own factor becomes."""
